@@ -1,0 +1,375 @@
+"""EGGROLL and OpenES: ask/tell evolution strategies over any Flax parameter pytree.
+
+Both share one implementation and differ only in the noise a matrix gets: EGGROLL draws two
+rank-r factors per member (memory ``O(N r (m+n))``, forward cost close to plain batched
+inference), OpenES a full Gaussian matrix (memory ``O(N m n)``, each member needs its own
+weights). The update ``g = (1/N) sum_i s_i f_i E_i`` is computed from compact noise and handed
+to any optax optimiser as a gradient, negated because optax minimises while we maximise
+returns. State and population are pytrees: they pass through ``jit``, ``scan`` and checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from eggroll_rl import fitness_shaping as shaping_lib
+from eggroll_rl import layer, noise as noise_lib
+
+Schedule = Union[float, Callable[[jax.Array], jax.Array]]
+
+
+@struct.dataclass
+class EvoState:
+    """Everything that changes between generations."""
+
+    mean: Any
+    opt_state: Any
+    key: jax.Array
+    generation: jax.Array
+
+
+@struct.dataclass
+class Population:
+    """One generation's members in compact form: the mean, the noise and the signs.
+
+    ``noise`` has the structure of the params with each leaf replaced by its
+    ``LowRankNoise``/``FullNoise``, one row per member; with antithetic sampling members ``2k``
+    and ``2k+1`` hold the same draw and get signs ``+1`` and ``-1``. OpenES also carries
+    ``members``: every member's perturbed params, built once per generation so that a rollout
+    does not rebuild them at every step; its noise is then left out and regenerated from the
+    key when needed.
+    """
+
+    mean: Any
+    noise: Any
+    members: Any
+    sigma: jax.Array
+    key: jax.Array
+    generation: jax.Array
+
+
+class _EvolutionStrategy:
+    """Shared machinery; subclasses say which leaves get low-rank noise."""
+
+    _materialise_members = False
+
+    def __init__(
+        self,
+        population_size: int,
+        sigma: Schedule,
+        *,
+        rank: Optional[int] = None,
+        optimizer: Optional[optax.GradientTransformation] = None,
+        fitness_shaping: Union[str, shaping_lib.FitnessShaping] = "centered_rank",
+        antithetic: bool = True,
+        noise_reuse: int = 1,
+        nonfinite_fitness: str = "raise",
+    ):
+        if not isinstance(population_size, (int, np.integer)) or population_size < 1:
+            raise ValueError(f"population_size must be a positive int, got {population_size!r}.")
+        if antithetic and population_size % 2:
+            raise ValueError(
+                f"population_size={population_size} is odd, but antithetic sampling pairs members "
+                "(2k, 2k+1): use an even population_size or antithetic=False."
+            )
+        if not callable(sigma) and not float(sigma) > 0:
+            raise ValueError(f"sigma must be > 0 (or a schedule), got {sigma!r}.")
+        if rank is not None and (not isinstance(rank, (int, np.integer)) or rank < 1):
+            raise ValueError(f"rank must be an int >= 1, got {rank!r}.")
+        if not isinstance(noise_reuse, (int, np.integer)) or noise_reuse < 1:
+            raise ValueError(
+                f"noise_reuse={noise_reuse!r}: it is the number of generations that share one "
+                "noise draw, so it must be an int >= 1 (1 = fresh noise every generation)."
+            )
+        if nonfinite_fitness not in ("raise", "skip"):
+            raise ValueError(
+                f"nonfinite_fitness must be 'raise' or 'skip', got {nonfinite_fitness!r}."
+            )
+        self.population_size = int(population_size)
+        self.sigma = sigma
+        self.rank = rank
+        self.optimizer = optimizer if optimizer is not None else optax.sgd(0.1)
+        self.fitness_shaping = shaping_lib.resolve(fitness_shaping)
+        self.antithetic = antithetic
+        self.noise_reuse = int(noise_reuse)
+        self.nonfinite_fitness = nonfinite_fitness
+        self.num_draws = self.population_size // 2 if antithetic else self.population_size
+        self.signs = np.array([1.0, -1.0] if antithetic else [1.0], np.float32)
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _leaf_rank(self, leaf: jax.Array) -> Optional[int]:
+        """Rank of the leaf's low-rank noise, or None for full Gaussian noise."""
+        return self.rank if self.rank is not None and jnp.ndim(leaf) == 2 else None
+
+    def _sigma_at(self, generation: jax.Array) -> jax.Array:
+        if callable(self.sigma):
+            return jnp.asarray(self.sigma(generation), jnp.float32)
+        return jnp.asarray(self.sigma, jnp.float32)
+
+    def _draw_noise(self, key: jax.Array, generation: jax.Array, mean: Any, draws: jax.Array):
+        epoch = generation // self.noise_reuse
+        leaves, treedef = jax.tree_util.tree_flatten(mean)
+        drawn = [
+            noise_lib.draw_leaf_noise(
+                key, i, epoch, draws, leaf.shape, leaf.dtype, self._leaf_rank(leaf)
+            )
+            for i, leaf in enumerate(leaves)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, drawn)
+
+    def _draws_of(self, population: Population) -> list:
+        """Per-draw noise leaves (one row per draw, not per member), regenerated if not held."""
+        treedef = jax.tree_util.tree_structure(population.mean)
+        if population.noise is None:
+            noise = self._draw_noise(
+                population.key, population.generation, population.mean,
+                jnp.arange(self.num_draws),
+            )
+        else:
+            noise = self._per_draw(population.noise)
+        return treedef.flatten_up_to(noise)
+
+    def _check_population_axis(self, xs: Any, what: str) -> None:
+        for leaf in jax.tree_util.tree_leaves(xs):
+            if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != self.population_size:
+                raise ValueError(
+                    f"{what} must have a leading axis of size population_size="
+                    f"{self.population_size}, got an array of shape {jnp.shape(leaf)}."
+                )
+
+    # ---- public API ----------------------------------------------------------------------
+    def init(self, key: jax.Array, params: Any) -> EvoState:
+        """Start from ``params`` (any pytree of float arrays, e.g. ``model.init(...)``)."""
+        leaves_with_path = jax.tree_util.tree_leaves_with_path(params)
+        if not leaves_with_path:
+            raise ValueError("params has no array leaves to optimise.")
+        for path, leaf in leaves_with_path:
+            name = jax.tree_util.keystr(path)
+            if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+                raise ValueError(
+                    f"params{name} has dtype {jnp.result_type(leaf)}: evolution strategies here "
+                    "perturb floating-point leaves only."
+                )
+            rank = self._leaf_rank(leaf)
+            if rank is not None and rank > min(jnp.shape(leaf)):
+                raise ValueError(
+                    f"rank={rank} is larger than the smaller side of params{name} "
+                    f"(shape {jnp.shape(leaf)}): use rank <= {min(jnp.shape(leaf))}."
+                )
+        if callable(self.sigma) and not float(self.sigma(0)) > 0:
+            raise ValueError(f"the sigma schedule must start > 0, got sigma(0)={self.sigma(0)}.")
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        return EvoState(
+            mean=params,
+            opt_state=self.optimizer.init(params),
+            key=key,
+            generation=jnp.zeros((), jnp.int32),
+        )
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def ask(self, state: EvoState) -> Population:
+        """This generation's population; a pure function of ``state``."""
+        sigma = self._sigma_at(state.generation)
+        draws = self._draw_noise(state.key, state.generation, state.mean, jnp.arange(self.num_draws))
+        population = Population(
+            mean=state.mean,
+            noise=jax.tree_util.tree_map(self._rows_per_member, draws),
+            members=None,
+            sigma=sigma,
+            key=state.key,
+            generation=state.generation,
+        )
+        if not self._materialise_members:
+            return population
+        return population.replace(noise=None, members=self._materialised_members(population))
+
+    def _rows_per_member(self, per_draw: jax.Array) -> jax.Array:
+        # One row per member (antithetic partners hold the same draw): the forward pass then
+        # runs on a flat member axis, which XLA fuses far better than a (pairs, 2) layout.
+        return jnp.repeat(per_draw, len(self.signs), axis=0)
+
+    def _member_signs(self) -> jax.Array:
+        return jnp.asarray(np.tile(self.signs, self.num_draws))
+
+    def _per_draw(self, per_member: Any) -> Any:
+        return jax.tree_util.tree_map(lambda rows: rows[:: len(self.signs)], per_member)
+
+    def _materialised_members(self, population: Population) -> Any:
+        signs = self._member_signs()
+        leaves, treedef = jax.tree_util.tree_flatten(population.mean)
+        built = []
+        for mean, noise in zip(leaves, treedef.flatten_up_to(population.noise)):
+            signed = signs.reshape((-1,) + (1,) * mean.ndim) * noise_lib.materialise(noise)
+            built.append(mean + (population.sigma * signed).astype(mean.dtype))
+        return jax.tree_util.tree_unflatten(treedef, built)
+
+    def population_apply(self, population: Population, apply_fn: Callable, xs: Any, *args, **kwargs):
+        """``apply_fn(params_i, xs[i], *args, **kwargs)`` for every member i, in one batched call.
+
+        ``xs`` (an array or pytree) has a leading axis of size ``population_size``. Meant to be
+        called inside ``jit``/``lax.scan``, once per environment step: it generates no noise.
+        """
+        self._check_population_axis(xs, "xs")
+        if population.members is not None:
+            return jax.vmap(lambda p, x: apply_fn(p, x, *args, **kwargs))(population.members, xs)
+
+        leaves, treedef = jax.tree_util.tree_flatten(population.mean)
+        noise = treedef.flatten_up_to(population.noise)
+        one_x = jax.tree_util.tree_map(lambda x: x[0], xs)
+        shared = layer.dense_kernel_leaves(apply_fn, population.mean, one_x, args, kwargs)
+        shared = {i for i in shared if isinstance(noise[i], noise_lib.LowRankNoise)}
+        self._warn_materialised(leaves, noise, shared)
+        low_rank_scale = 1.0 / math.sqrt(self.rank or 1)
+
+        def member(member_noise, sign, x):
+            scale = sign * population.sigma
+            params = [
+                mean if i in shared
+                else mean + (scale * noise_lib.materialise(leaf_noise)).astype(mean.dtype)
+                for i, (mean, leaf_noise) in enumerate(zip(leaves, member_noise))
+            ]
+            low_rank = [n if i in shared else None for i, n in enumerate(member_noise)]
+            return layer.apply_member(
+                apply_fn,
+                jax.tree_util.tree_unflatten(treedef, params),
+                x,
+                low_rank,
+                scale * low_rank_scale,
+                args,
+                kwargs,
+            )
+
+        return jax.vmap(member)(noise, self._member_signs(), xs)
+
+    def _warn_materialised(self, leaves, noise, shared) -> None:
+        for i, leaf_noise in enumerate(noise):
+            if isinstance(leaf_noise, noise_lib.LowRankNoise) and i not in shared:
+                warnings.warn(
+                    f"parameter leaf {i} (shape {leaves[i].shape}) is a matrix that the model does "
+                    "not use as a plain Dense kernel, so its low-rank noise is materialised for "
+                    "every member (correct, but memory N x m x n). Use nn.Dense or "
+                    "eggroll_rl.EggrollDense for it to stay on the fast path.",
+                    stacklevel=3,
+                )
+
+    def tell(self, state: EvoState, population: Population, fitness: jax.Array):
+        """Move the mean toward the better members; ``fitness[i]`` is member i's return.
+
+        Returns ``(state, metrics)``. Non-finite fitness raises (``nonfinite_fitness="raise"``,
+        a ``ValueError`` when fitness is concrete, a runtime error under ``jit``) or leaves the
+        params and optimiser state unchanged (``"skip"``).
+        """
+        fitness = jnp.asarray(fitness)
+        if fitness.shape != (self.population_size,):
+            raise ValueError(
+                f"fitness must have shape ({self.population_size},) (one value per member), "
+                f"got {fitness.shape}."
+            )
+        traced = isinstance(fitness, jax.core.Tracer)
+        if not traced and self.nonfinite_fitness == "raise":
+            _raise_if_nonfinite(np.asarray(fitness))
+        if not isinstance(state.generation, jax.core.Tracer) and not isinstance(
+            population.generation, jax.core.Tracer
+        ):
+            if int(state.generation) != int(population.generation):
+                raise ValueError(
+                    f"population was asked at generation {int(population.generation)} but the "
+                    f"state is at generation {int(state.generation)}: tell the population that "
+                    "ask returned for this state."
+                )
+        return self._tell(state, population, fitness, traced and self.nonfinite_fitness == "raise")
+
+    @functools.partial(jax.jit, static_argnums=(0, 4))
+    def _tell(self, state: EvoState, population: Population, fitness, check_in_graph: bool):
+        if check_in_graph:
+            jax.debug.callback(_raise_if_nonfinite, fitness)
+        finite = jnp.all(jnp.isfinite(fitness))
+        weights = self.fitness_shaping(jnp.where(finite, fitness, 0.0))
+        draw_weights = weights.reshape(self.num_draws, len(self.signs)) @ jnp.asarray(self.signs)
+
+        leaves, treedef = jax.tree_util.tree_flatten(state.mean)
+        estimate = [
+            noise_lib.weighted_sum(leaf_noise, draw_weights).astype(mean.dtype)
+            / self.population_size
+            for mean, leaf_noise in zip(leaves, self._draws_of(population))
+        ]
+        ascent = jax.tree_util.tree_unflatten(treedef, estimate)
+        descent = jax.tree_util.tree_map(jnp.negative, ascent)
+        updates, opt_state = self.optimizer.update(descent, state.opt_state, state.mean)
+        mean = optax.apply_updates(state.mean, updates)
+        if self.nonfinite_fitness == "skip":
+            keep = lambda new, old: jnp.where(finite, new, old)
+            mean = jax.tree_util.tree_map(keep, mean, state.mean)
+            opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
+        metrics = {
+            "fitness_mean": jnp.mean(fitness),
+            "fitness_std": jnp.std(fitness),
+            "fitness_max": jnp.max(fitness),
+            "fitness_min": jnp.min(fitness),
+            "estimate_norm": optax.global_norm(ascent),
+            "sigma": population.sigma,
+            "skipped": jnp.logical_not(finite),
+        }
+        new_state = state.replace(mean=mean, opt_state=opt_state, generation=state.generation + 1)
+        return new_state, metrics
+
+    def mean_params(self, state: EvoState) -> Any:
+        """The unperturbed parameters: what is evaluated and deployed."""
+        return state.mean
+
+    def member_params(self, population: Population, index: Union[int, jax.Array]) -> Any:
+        """Member ``index``'s perturbed params, materialised (slow: tests and debugging only).
+
+        Built from the noise directly, never from ``population.members``, so it checks the
+        fast paths rather than repeating them.
+        """
+        sign = self._member_signs()[index]
+        leaves, treedef = jax.tree_util.tree_flatten(population.mean)
+        if population.noise is None:
+            draw = jnp.asarray(index // len(self.signs))[None]
+            one = self._draw_noise(population.key, population.generation, population.mean, draw)
+            noise, row = treedef.flatten_up_to(one), 0
+        else:
+            noise, row = treedef.flatten_up_to(population.noise), index
+        built = [
+            mean + (sign * population.sigma * noise_lib.perturbation(n, row)).astype(mean.dtype)
+            for mean, n in zip(leaves, noise)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, built)
+
+
+def _raise_if_nonfinite(fitness: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(np.asarray(fitness)))
+    if bad.size:
+        raise ValueError(
+            f"fitness has {bad.size} non-finite value(s) (NaN or inf), first at member(s) "
+            f"{bad[:8].tolist()}: fix the evaluation, or construct the strategy with "
+            "nonfinite_fitness='skip' to leave the params unchanged for such generations."
+        )
+
+
+class Eggroll(_EvolutionStrategy):
+    """EGGROLL: every matrix gets rank-``rank`` noise ``A B^T / sqrt(rank)``, others full noise."""
+
+    def __init__(self, population_size: int, sigma: Schedule, rank: int = 1, **kwargs):
+        super().__init__(population_size, sigma, rank=rank, **kwargs)
+
+
+class OpenES(_EvolutionStrategy):
+    """OpenAI-ES: full Gaussian noise on every leaf; member weights built once per generation."""
+
+    _materialise_members = True
+
+    def __init__(self, population_size: int, sigma: Schedule, **kwargs):
+        if "rank" in kwargs:
+            raise ValueError("OpenES uses full-rank noise and takes no rank argument.")
+        super().__init__(population_size, sigma, rank=None, **kwargs)
