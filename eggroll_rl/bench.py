@@ -3,8 +3,11 @@
 The speed claim of EGGROLL is a ratio: evaluating N perturbed policies should cost about as much
 as evaluating one policy on a batch of N inputs. Absolute times on a shared machine vary, so
 every case times its variants side by side, interleaved, in one process, and reports ratios.
-Each timed call is what an RL generation does: ``ask`` (noise for the generation; OpenES also
-builds every member's weights) then T steps of ``lax.scan`` over fresh inputs.
+Two things are timed per variant: ``ask`` (the generation's noise; OpenES also builds every
+member's weights) and forward steps in a ``lax.scan`` over fresh inputs with the population
+already drawn, as in the paper's throughput figure. ``eggroll_vs_inference`` is the per-step
+throughput ratio; ``eggroll_vs_openes`` compares whole generations (one ask plus an episode of
+forward steps), and the per-step speedup is reported beside it.
 """
 
 from __future__ import annotations
@@ -27,21 +30,26 @@ from eggroll_rl.strategies import Eggroll, OpenES
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One benchmarked model: a name, the network, its input width, population and steps."""
+    """One benchmarked model: its network and input width, the population, and step counts.
+
+    ``steps`` are timed per repetition; ``episode_steps`` is the episode length that the
+    per-generation comparison (one ``ask`` + ``episode_steps`` forward steps) assumes.
+    """
 
     name: str
     model: nn.Module
     in_features: int
     population_size: int
     steps: int
+    episode_steps: int = 500
     openes: bool = True
 
 
 def default_cases(scale: float = 1.0) -> list[Case]:
-    """The paper's RL policy (CartPole-sized input) and single wide layers."""
+    """The paper's RL policy (CartPole-sized input, 500-step episodes) and single wide layers."""
     n = lambda size: max(2, int(size * scale) // 2 * 2)
     return [
-        Case("mlp_3x256", MLP(hidden=(256, 256, 256), out_features=2), 4, n(2048), 64),
+        Case("mlp_3x256", MLP(hidden=(256, 256, 256), out_features=2), 4, n(2048), 32),
         Case("dense_1024", EggrollDense(1024), 1024, n(512), 8),
         Case("dense_4096", EggrollDense(4096), 4096, n(128), 2, openes=False),
     ]
@@ -67,49 +75,56 @@ def _time_best(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
     return best
 
 
-def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 5) -> dict:
+def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -> dict:
+    """Time ``ask`` and the scanned forward steps of each variant, interleaved, in one process."""
     key_params, key_es, key_x = jax.random.split(jax.random.key(0), 3)
     params = case.model.init(key_params, jnp.ones((case.in_features,)))
     xs = jax.random.normal(key_x, (case.steps, case.population_size, case.in_features))
     apply = case.model.apply
 
-    @jax.jit
-    def inference(params, xs):
-        return _scan_total(lambda x: apply(params, x), xs)
-
-    def es_runner(strategy):
-        state = strategy.init(key_es, params)
-
-        @jax.jit
-        def generation(state, xs):
-            population = strategy.ask(state)
-            return _scan_total(lambda x: strategy.population_apply(population, apply, x), xs)
-
-        return lambda: generation(state, xs)
-
-    fns = {
-        "inference": lambda: inference(params, xs),
-        "eggroll": es_runner(Eggroll(case.population_size, sigma, rank=rank)),
-    }
+    inference = jax.jit(lambda params, xs: _scan_total(lambda x: apply(params, x), xs))
+    fns = {"inference/steps": lambda: inference(params, xs)}
+    strategies = {"eggroll": Eggroll(case.population_size, sigma, rank=rank)}
     if case.openes:
-        fns["openes"] = es_runner(OpenES(case.population_size, sigma))
+        strategies["openes"] = OpenES(case.population_size, sigma)
+    for name, strategy in strategies.items():
+        state = strategy.init(key_es, params)
+        population = strategy.ask(state)
+        steps = jax.jit(
+            lambda population, xs, strategy=strategy: _scan_total(
+                lambda x: strategy.population_apply(population, apply, x), xs
+            )
+        )
+        fns[f"{name}/ask"] = lambda strategy=strategy, state=state: strategy.ask(state)
+        fns[f"{name}/steps"] = lambda steps=steps, population=population: steps(population, xs)
     seconds = _time_best(fns, repeats)
-    member_steps = case.population_size * case.steps
+
+    per_step = {k.split("/")[0]: v / case.steps for k, v in seconds.items() if k.endswith("/steps")}
+    ask = {name: seconds[f"{name}/ask"] for name in strategies}
+    ask["inference"] = 0.0
+    generation = {k: ask[k] + case.episode_steps * per_step[k] for k in per_step}
     result = {
         "case": case.name,
         "population_size": case.population_size,
-        "steps": case.steps,
+        "timed_steps": case.steps,
+        "episode_steps": case.episode_steps,
         "rank": rank,
-        "seconds": seconds,
-        "member_steps_per_s": {k: member_steps / v for k, v in seconds.items()},
-        "eggroll_vs_inference": seconds["inference"] / seconds["eggroll"],
-        "eggroll_vs_openes": (seconds["openes"] / seconds["eggroll"]) if case.openes else None,
+        "ask_s": ask,
+        "step_s": per_step,
+        "generation_s": generation,
+        "member_steps_per_s": {k: case.population_size / v for k, v in per_step.items()},
+        "eggroll_vs_inference": per_step["inference"] / per_step["eggroll"],
+        "eggroll_vs_openes_step": None,
+        "eggroll_vs_openes": None,
     }
+    if case.openes:
+        result["eggroll_vs_openes_step"] = per_step["openes"] / per_step["eggroll"]
+        result["eggroll_vs_openes"] = generation["openes"] / generation["eggroll"]
     return result
 
 
 def run(
-    cases: Optional[list[Case]] = None, rank: int = 1, repeats: int = 5, log=print
+    cases: Optional[list[Case]] = None, rank: int = 1, repeats: int = 3, log=print
 ) -> dict:
     report = {
         "device": str(jax.devices()[0].device_kind),
@@ -123,9 +138,14 @@ def run(
         report["cases"].append(result)
         openes = result["eggroll_vs_openes"]
         log(
-            f"{case.name:>12}  N={case.population_size:<5} T={case.steps:<3} "
-            f"eggroll/inference={result['eggroll_vs_inference']:.3f}  "
-            + (f"eggroll/openes={openes:.1f}x" if openes is not None else "openes: skipped")
+            f"{case.name:>11}  N={case.population_size:<5} "
+            f"eggroll/inference (per step) {result['eggroll_vs_inference']:.3f}   "
+            + (
+                f"eggroll vs openes: {result['eggroll_vs_openes_step']:.1f}x per step, "
+                f"{openes:.1f}x per {case.episode_steps}-step generation"
+                if openes is not None
+                else "openes: skipped (its members would not fit in memory)"
+            )
         )
     return report
 
@@ -135,7 +155,7 @@ def main(argv=None) -> None:
 
     parser = argparse.ArgumentParser(prog="eggroll-rl bench", description=__doc__)
     parser.add_argument("--rank", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply population sizes")
     parser.add_argument("--case", action="append", help="only these cases (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")

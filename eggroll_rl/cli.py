@@ -1,0 +1,28 @@
+"""The ``eggroll-rl`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "bench": ("eggroll_rl.bench", "throughput of EGGROLL vs batched inference and OpenES"),
+    "demo": ("eggroll_rl.demo", "train a small regression MLP with EGGROLL (install check)"),
+}
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+        print("usage: eggroll-rl COMMAND [options]\n\ncommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.exit(f"eggroll-rl: unknown command {argv[0]!r}")
+        return
+    import importlib
+
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()
