@@ -110,8 +110,9 @@ class MemberContext:
         if not isinstance(noise, LowRankNoise):
             return call(inputs)
         outputs = call(inputs)
-        coefficients = jnp.asarray(inputs, noise.b.dtype) @ noise.b.T * self._scale
-        return outputs + (coefficients @ noise.a).astype(outputs.dtype)
+        dtype = jnp.result_type(inputs, outputs)
+        coefficients = inputs @ noise.b.T.astype(dtype) * self._scale
+        return outputs + (coefficients @ noise.a.astype(dtype)).astype(outputs.dtype)
 
 
 def dense_kernel_leaves(apply_fn: Callable, params: Any, x: Any, args, kwargs) -> frozenset[int]:

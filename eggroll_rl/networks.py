@@ -30,3 +30,25 @@ class MLP(nn.Module):
                 x = nn.LayerNorm()(x)
             x = nn.relu(x)
         return EggrollDense(self.out_features)(x)
+
+
+class Policy(nn.Module):
+    """The paper's RL policy: the MLP trunk and head, plus a learned log-std if continuous.
+
+    Returns ``(head, log_std)``: logits for discrete actions (``log_std`` is None), or the
+    Gaussian mean for continuous ones with ``log_std`` a parameter initialised to 0 (so ES
+    perturbs it like any other leaf).
+    """
+
+    action_size: int
+    continuous: bool = False
+    hidden: Sequence[int] = (256, 256, 256)
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, obs: jax.Array):
+        head = MLP(self.hidden, self.action_size, self.layer_norm)(obs)
+        if not self.continuous:
+            return head, None
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,))
+        return head, log_std

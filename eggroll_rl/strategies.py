@@ -58,7 +58,18 @@ class Population:
 
 
 class _EvolutionStrategy:
-    """Shared machinery; subclasses say which leaves get low-rank noise."""
+    """Shared machinery; subclasses say which leaves get low-rank noise.
+
+    Arguments (EGGROLL and OpenES alike):
+      population_size: members per generation (even with antithetic sampling).
+      sigma: noise scale, a float or a schedule ``generation -> sigma`` (e.g. an optax schedule).
+      optimizer: any optax transformation; the ES estimate is its (negated) gradient.
+        Default ``optax.sgd(0.1)``.
+      fitness_shaping: "centered_rank", "zscore", "identity" or a callable ``f -> weights``.
+      antithetic: members 2k and 2k+1 share a draw with signs +1 and -1.
+      noise_reuse: generations that share one draw (1 = fresh noise every generation).
+      nonfinite_fitness: "raise" (default) or "skip" (leave params unchanged that generation).
+    """
 
     _materialise_members = False
 
@@ -315,7 +326,7 @@ class _EvolutionStrategy:
             "fitness_std": jnp.std(fitness),
             "fitness_max": jnp.max(fitness),
             "fitness_min": jnp.min(fitness),
-            "estimate_norm": optax.global_norm(ascent),
+            "estimate_norm": optax.tree.norm(ascent),
             "sigma": population.sigma,
             "skipped": jnp.logical_not(finite),
         }

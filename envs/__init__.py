@@ -1,2 +1,7 @@
 """Environments (``eggroll_rl.envs``): one vectorised JAX task interface over gymnax, Brax and
-the paper's other suites. Not built yet: see the environments issue."""
+the paper's other suites, so strategies and trainers never see a suite's quirks."""
+
+from eggroll_rl.envs.registry import list_envs, make, register
+from eggroll_rl.envs.task import Task
+
+__all__ = ["Task", "list_envs", "make", "register"]

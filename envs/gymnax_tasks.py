@@ -1,0 +1,62 @@
+"""Gymnax environments as Tasks (``gymnax/<name>`` for every registered gymnax env).
+
+Gymnax 1.0.1 already separates termination from truncation and auto-resets in the same step;
+the adapter binds the env params, converts spaces to Gymnasium's and checks actions.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from eggroll_rl.envs.spaces import to_gymnasium
+from eggroll_rl.envs.task import Task, check_action
+
+SUITE = "gymnax"
+
+
+def names() -> list[str]:
+    import gymnax
+
+    return list(gymnax.registered_envs)
+
+
+def make(name: str, **env_params) -> Task:
+    """``env_params`` override fields of the env's default params (e.g. max_steps_in_episode)."""
+    import gymnax
+
+    env, params = gymnax.make(name)
+    if env_params:
+        unknown = set(env_params) - set(params.__dataclass_fields__)
+        if unknown:
+            raise ValueError(
+                f"gymnax/{name} has no env params {sorted(unknown)}; known: "
+                f"{sorted(params.__dataclass_fields__)}."
+            )
+        params = params.replace(**env_params)
+    env_id = f"{SUITE}/{name}"
+    action_space = to_gymnasium(env.action_space(params))
+
+    def reset(key):
+        return env.reset(key, params)
+
+    def step(key, state, action):
+        action = check_action(env_id, action_space, action)
+        obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+        info = {"final_obs": info["final_observation"]}
+        return (
+            obs,
+            state,
+            jnp.asarray(reward, jnp.float32),
+            jnp.asarray(terminated, bool),
+            jnp.asarray(truncated, bool),
+            info,
+        )
+
+    return Task(
+        env_id=env_id,
+        reset=reset,
+        step=step,
+        observation_space=to_gymnasium(env.observation_space(params)),
+        action_space=action_space,
+        max_episode_steps=int(params.max_steps_in_episode),
+    )
