@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "bench": ("eggroll_rl.bench", "throughput of EGGROLL vs batched inference and OpenES"),
     "demo": ("eggroll_rl.demo", "train a small regression MLP with EGGROLL (install check)"),
+    "envs": ("eggroll_rl.envs.registry", "list every env id that can be made here"),
 }
 
 

@@ -60,3 +60,18 @@ def make(env_id: str, **kwargs) -> Task:
             f"unknown env id {env_id!r}.{hint} `eggroll-rl envs` lists them all."
         )
     return _FACTORIES[env_id](**kwargs)
+
+
+def main(argv=None) -> None:
+    """``eggroll-rl envs``: print every id, one per line (optional suites need their extra)."""
+    import argparse
+
+    from eggroll_rl.envs import suites
+
+    parser = argparse.ArgumentParser(prog="eggroll-rl envs", description=main.__doc__)
+    parser.parse_args(argv)
+    for env_id in list_envs():
+        print(env_id)
+    for suite, (extra, package) in suites.OPTIONAL_EXTRAS.items():
+        if not any(env_id.startswith(suite + "/") for env_id in list_envs()):
+            print(f"# {suite}/...: not installed (pip install -e \".[{extra}]\")")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional
 
-from eggroll_rl.envs import gymnax_tasks
+from eggroll_rl.envs import brax_tasks, gymnax_tasks
 
 # Optional suites of the paper: id prefix -> (pip extra, importable package).
 OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {
@@ -17,8 +17,9 @@ OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {
 
 
 def register_all(register: Callable) -> None:
-    for name in gymnax_tasks.names():
-        register(f"{gymnax_tasks.SUITE}/{name}", functools.partial(gymnax_tasks.make, name))
+    for suite in (gymnax_tasks, brax_tasks):
+        for name in suite.names():
+            register(f"{suite.SUITE}/{name}", functools.partial(suite.make, name))
 
 
 def missing_extra(env_id: str) -> Optional[str]:

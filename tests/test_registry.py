@@ -1,0 +1,114 @@
+"""Env ids, registration and the errors users see for bad ids and bad actions."""
+
+import jax
+import jax.numpy as jnp
+import gymnasium
+import numpy as np
+import pytest
+
+from eggroll_rl import envs
+from eggroll_rl.envs.task import Task
+
+
+def test_paper_ids_are_listed():
+    ids = envs.list_envs()
+    for env_id in ("gymnax/CartPole-v1", "gymnax/Pendulum-v1", "brax/ant", "brax/humanoid",
+                   "brax/inverted_double_pendulum"):
+        assert env_id in ids
+
+
+def test_unknown_id_names_the_closest_ones():
+    with pytest.raises(ValueError, match="unknown env id 'gymnax/CartPol-v1'.*gymnax/CartPole-v1"):
+        envs.make("gymnax/CartPol-v1")
+
+
+def test_missing_optional_suite_names_its_extra(monkeypatch):
+    from eggroll_rl.envs import suites
+
+    monkeypatch.setitem(suites.OPTIONAL_EXTRAS, "nosuchsuite", ("nosuchsuite", "no_such_package_x"))
+    with pytest.raises(ValueError, match=r'pip install -e "\.\[nosuchsuite\]"'):
+        envs.make("nosuchsuite/Thing-v0")
+
+
+def test_register_custom_env_and_reject_duplicates_and_bare_ids():
+    def factory(**kwargs):
+        return Task(
+            env_id="custom/Const-v0",
+            reset=lambda key: (jnp.zeros(2), jnp.zeros((), jnp.int32)),
+            step=lambda key, s, a: (jnp.zeros(2), s + 1, jnp.float32(1), s >= 2, jnp.bool_(False), {}),
+            observation_space=gymnasium.spaces.Box(-1, 1, (2,), np.float32),
+            action_space=gymnasium.spaces.Discrete(2),
+            max_episode_steps=10,
+        )
+
+    envs.register("custom/Const-v0", factory, overwrite=True)
+    assert "custom/Const-v0" in envs.list_envs()
+    assert envs.make("custom/Const-v0").max_episode_steps == 10
+    with pytest.raises(ValueError, match="already registered"):
+        envs.register("custom/Const-v0", factory)
+    with pytest.raises(ValueError, match="suite prefix"):
+        envs.register("Const-v0", factory)
+
+
+@pytest.fixture(scope="module")
+def cartpole():
+    return envs.make("gymnax/CartPole-v1")
+
+
+def test_gymnax_spaces_are_gymnasium_spaces(cartpole):
+    assert isinstance(cartpole.observation_space, gymnasium.spaces.Box)
+    assert cartpole.observation_space.shape == (4,)
+    assert cartpole.action_space == gymnasium.spaces.Discrete(2)
+    assert cartpole.max_episode_steps == 500
+    pendulum = envs.make("gymnax/Pendulum-v1")
+    assert pendulum.action_space.shape == (1,) and pendulum.max_episode_steps == 200
+    assert not pendulum.discrete and pendulum.action_size == 1
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        (jnp.float32(1.0), "integer scalar"),
+        (jnp.array([0, 1], jnp.int32), "integer scalar"),
+        (jnp.int32(2), "outside Discrete"),
+    ],
+)
+def test_bad_discrete_actions_are_clear_errors(cartpole, action, message):
+    _, state = cartpole.reset(jax.random.key(0))
+    with pytest.raises(ValueError, match=message):
+        cartpole.step(jax.random.key(1), state, action)
+
+
+def test_bad_action_shape_fails_at_trace_time(cartpole):
+    _, state = cartpole.reset(jax.random.key(0))
+    traced = jax.jit(lambda s, a: cartpole.step(jax.random.key(1), s, a))
+    with pytest.raises(ValueError, match="integer scalar"):
+        traced.lower(state, jnp.zeros(3, jnp.int32))
+
+
+def test_continuous_action_out_of_bounds_is_rejected():
+    pendulum = envs.make("gymnax/Pendulum-v1")
+    _, state = pendulum.reset(jax.random.key(0))
+    with pytest.raises(ValueError, match="outside the action space bounds"):
+        pendulum.step(jax.random.key(1), state, jnp.array([5.0]))
+    with pytest.raises(ValueError, match="float array of shape"):
+        pendulum.step(jax.random.key(1), state, jnp.zeros(2))
+
+
+def test_gymnax_env_params_override_and_typo():
+    short = envs.make("gymnax/CartPole-v1", max_steps_in_episode=7)
+    assert short.max_episode_steps == 7
+    with pytest.raises(ValueError, match="no env params"):
+        envs.make("gymnax/CartPole-v1", max_step_in_episode=7)
+
+
+def test_gymnax_truncation_is_not_termination():
+    task = envs.make("gymnax/CartPole-v1", max_steps_in_episode=3)
+    obs, state = task.reset(jax.random.key(0))
+    flags = []
+    for t in range(4):
+        obs, state, reward, terminated, truncated, info = task.step(
+            jax.random.key(t + 1), state, jnp.int32(t % 2)
+        )
+        flags.append((bool(terminated), bool(truncated)))
+    assert flags == [(False, False), (False, False), (False, True), (False, False)]
