@@ -127,14 +127,12 @@ class _EvolutionStrategy:
         return jnp.asarray(self.sigma, jnp.float32)
 
     def _draw_noise(self, key: jax.Array, generation: jax.Array, mean: Any, draws: jax.Array):
-        epoch = generation // self.noise_reuse
         leaves, treedef = jax.tree_util.tree_flatten(mean)
-        drawn = [
-            noise_lib.draw_leaf_noise(
-                key, i, epoch, draws, leaf.shape, leaf.dtype, self._leaf_rank(leaf)
-            )
-            for i, leaf in enumerate(leaves)
+        specs = [
+            noise_lib.LeafSpec(tuple(leaf.shape), leaf.dtype, self._leaf_rank(leaf))
+            for leaf in leaves
         ]
+        drawn = noise_lib.draw_noise(key, generation // self.noise_reuse, draws, specs)
         return jax.tree_util.tree_unflatten(treedef, drawn)
 
     def _draws_of(self, population: Population) -> list:
