@@ -11,6 +11,7 @@ alternative, a drop-in ``nn.Dense`` that does it without interception.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from typing import Any, Callable, Optional
 
@@ -112,7 +113,8 @@ class MemberContext:
         outputs = call(inputs)
         dtype = jnp.result_type(inputs, outputs)
         a, b = noise.a.astype(dtype), noise.b.astype(dtype)
-        return outputs + low_rank_term(inputs, a, b, self._scale).astype(outputs.dtype)
+        scale = self._scale / math.sqrt(a.shape[-2])
+        return outputs + low_rank_term(inputs, a, b, scale).astype(outputs.dtype)
 
 
 def low_rank_term(x: jax.Array, a: jax.Array, b: jax.Array, scale: jax.Array) -> jax.Array:
@@ -153,7 +155,10 @@ def apply_member(
     args,
     kwargs,
 ):
-    """Apply the model for one member whose Dense kernels are shared and get low-rank terms."""
+    """Apply the model for one member whose Dense kernels are shared and get low-rank terms.
+
+    ``scale`` is the member's ``sign * sigma``; each layer divides it by sqrt of its own rank.
+    """
     context = MemberContext(jax.tree_util.tree_leaves(params), noise=noise, scale=scale)
     with _activated(context):
         return apply_fn(params, x, *args, **kwargs)

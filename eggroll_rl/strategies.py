@@ -11,7 +11,6 @@ returns. State and population are pytrees: they pass through ``jit``, ``scan`` a
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from typing import Any, Callable, Optional, Union
 
@@ -69,6 +68,8 @@ class _EvolutionStrategy:
       antithetic: members 2k and 2k+1 share a draw with signs +1 and -1.
       noise_reuse: generations that share one draw (1 = fresh noise every generation).
       nonfinite_fitness: "raise" (default) or "skip" (leave params unchanged that generation).
+      cap_rank: give a matrix with a side smaller than ``rank`` (e.g. a 2-action head at rank
+        4) rank ``min(rank, m, n)`` instead of raising.
     """
 
     _materialise_members = False
@@ -84,6 +85,7 @@ class _EvolutionStrategy:
         antithetic: bool = True,
         noise_reuse: int = 1,
         nonfinite_fitness: str = "raise",
+        cap_rank: bool = False,
     ):
         if not isinstance(population_size, (int, np.integer)) or population_size < 1:
             raise ValueError(f"population_size must be a positive int, got {population_size!r}.")
@@ -105,6 +107,7 @@ class _EvolutionStrategy:
             raise ValueError(
                 f"nonfinite_fitness must be 'raise' or 'skip', got {nonfinite_fitness!r}."
             )
+        self.cap_rank = cap_rank
         self.population_size = int(population_size)
         self.sigma = sigma
         self.rank = rank
@@ -119,7 +122,9 @@ class _EvolutionStrategy:
     # ---- helpers -------------------------------------------------------------------------
     def _leaf_rank(self, leaf: jax.Array) -> Optional[int]:
         """Rank of the leaf's low-rank noise, or None for full Gaussian noise."""
-        return self.rank if self.rank is not None and jnp.ndim(leaf) == 2 else None
+        if self.rank is None or jnp.ndim(leaf) != 2:
+            return None
+        return min(self.rank, *jnp.shape(leaf)) if self.cap_rank else self.rank
 
     def _sigma_at(self, generation: jax.Array) -> jax.Array:
         if callable(self.sigma):
@@ -172,7 +177,8 @@ class _EvolutionStrategy:
             if rank is not None and rank > min(jnp.shape(leaf)):
                 raise ValueError(
                     f"rank={rank} is larger than the smaller side of params{name} "
-                    f"(shape {jnp.shape(leaf)}): use rank <= {min(jnp.shape(leaf))}."
+                    f"(shape {jnp.shape(leaf)}): use rank <= {min(jnp.shape(leaf))}, or "
+                    "cap_rank=True to give each matrix min(rank, its smaller side)."
                 )
         if callable(self.sigma) and not float(self.sigma(0)) > 0:
             raise ValueError(f"the sigma schedule must start > 0, got sigma(0)={self.sigma(0)}.")
@@ -237,7 +243,6 @@ class _EvolutionStrategy:
         shared = layer.dense_kernel_leaves(apply_fn, population.mean, one_x, args, kwargs)
         shared = {i for i in shared if isinstance(noise[i], noise_lib.LowRankNoise)}
         self._warn_materialised(leaves, noise, shared)
-        low_rank_scale = 1.0 / math.sqrt(self.rank or 1)
 
         def member(member_noise, sign, x):
             scale = sign * population.sigma
@@ -252,7 +257,7 @@ class _EvolutionStrategy:
                 jax.tree_util.tree_unflatten(treedef, params),
                 x,
                 low_rank,
-                scale * low_rank_scale,
+                scale,
                 args,
                 kwargs,
             )
