@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
+    "train": ("eggroll_rl.agents.train_cli", "train EGGROLL, OpenES or PPO on an env"),
     "bench": ("eggroll_rl.bench", "throughput of EGGROLL vs batched inference and OpenES"),
     "demo": ("eggroll_rl.demo", "train a small regression MLP with EGGROLL (install check)"),
     "envs": ("eggroll_rl.envs.registry", "list every env id that can be made here"),

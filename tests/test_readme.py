@@ -10,7 +10,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_starts_with_the_two_commands():
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
-    assert blocks[0].strip().startswith("pip install -e . && eggroll-rl")
+    assert blocks[0].strip() == "pip install -e . && eggroll-rl train --algo eggroll --env gymnax/CartPole-v1"
     assert blocks[1].strip() == 'pip install -e ".[dev]" && pytest'
 
 

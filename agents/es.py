@@ -1,0 +1,185 @@
+"""The EGGROLL and OpenES trainers: generations of population rollouts, shaping and ``tell``.
+
+One generation: ``ask`` -> ``rollout`` of every member on ``n_parallel_evaluations`` episodes ->
+fitness shaping and ``tell`` (the optimiser step) -> pooled observation statistics. The
+hyperparameters cover the paper's whole ES search space, and the same trainer runs either
+strategy, so EGGROLL and OpenES differ only in their noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from eggroll_rl.envs import obs_norm
+from eggroll_rl.envs.rollout import evaluate, rollout
+from eggroll_rl.envs.task import Task
+from eggroll_rl.networks import Policy
+from eggroll_rl.strategies import Eggroll, EvoState, OpenES
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    """ES hyperparameters (the paper's search space); defaults solve gymnax CartPole-v1."""
+
+    algo: str = "eggroll"
+    total_steps: int = 5_000_000
+    pop_size: int = 256
+    rank: int = 1
+    optimizer: str = "adam"
+    lr: float = 0.03
+    lr_decay: float = 1.0
+    weight_decay: float = 0.0
+    sigma: float = 0.05
+    sigma_decay: float = 1.0
+    rank_transform: bool = True
+    n_parallel_evaluations: int = 1
+    deterministic_policy: bool = True
+    noise_reuse: int = 1
+    normalize_obs: bool = True
+    hidden: tuple[int, ...] = (256, 256, 256)
+    layer_norm: bool = True
+    eval_episodes: int = 10
+
+    def validate(self) -> None:
+        if self.algo not in ("eggroll", "openes"):
+            raise ValueError(f"es: algo must be 'eggroll' or 'openes', got {self.algo!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"es: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.pop_size < 2 or self.pop_size % 2:
+            raise ValueError(
+                f"es: pop_size={self.pop_size} must be even and >= 2 (antithetic pairs)."
+            )
+        for name in ("lr", "sigma"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"es: {name} must be > 0, got {getattr(self, name)}.")
+        for name in ("lr_decay", "sigma_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"es: {name} must be in (0, 1], got {getattr(self, name)}.")
+        for name in ("rank", "n_parallel_evaluations", "noise_reuse", "eval_episodes", "total_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"es: {name} must be >= 1, got {getattr(self, name)}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"es: weight_decay must be >= 0, got {self.weight_decay}.")
+
+
+@struct.dataclass
+class ESState:
+    evo: EvoState
+    obs_stats: Any
+    key: jax.Array
+    env_steps: jax.Array
+
+
+def _optimizer(config: ESConfig) -> optax.GradientTransformation:
+    lr = optax.exponential_decay(config.lr, 1, config.lr_decay) if config.lr_decay < 1 else config.lr
+    if config.optimizer == "sgd":
+        return optax.sgd(lr)
+    if config.optimizer == "adam":
+        return optax.adam(lr)
+    return optax.adamw(lr, weight_decay=config.weight_decay)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ESTrainer:
+    """Pure functions of one ES configuration on one task (hashable by identity for jit)."""
+
+    task: Task
+    config: ESConfig
+
+    def __post_init__(self):
+        self.config.validate()
+
+    @property
+    def name(self) -> str:
+        return self.config.algo
+
+    @property
+    def network(self) -> Policy:
+        return Policy(
+            self.task.action_size, not self.task.discrete, tuple(self.config.hidden),
+            self.config.layer_norm,
+        )
+
+    @property
+    def strategy(self):
+        c = self.config
+        sigma = (
+            optax.exponential_decay(c.sigma, 1, c.sigma_decay) if c.sigma_decay < 1 else c.sigma
+        )
+        common = dict(
+            optimizer=_optimizer(c),
+            fitness_shaping="centered_rank" if c.rank_transform else "zscore",
+            noise_reuse=c.noise_reuse,
+            nonfinite_fitness="skip",
+        )
+        if c.algo == "openes":
+            return OpenES(c.pop_size, sigma, **common)
+        return Eggroll(c.pop_size, sigma, rank=c.rank, cap_rank=True, **common)
+
+    def init(self, key: jax.Array) -> ESState:
+        key, key_net, key_es = jax.random.split(key, 3)
+        obs_shape = self.task.observation_space.shape
+        params = self.network.init(key_net, jnp.zeros(obs_shape, jnp.float32))
+        return ESState(
+            evo=self.strategy.init(key_es, params),
+            obs_stats=obs_norm.init(obs_shape),
+            key=key,
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def generation(self, state: ESState, _=None):
+        c, strategy = self.config, self.strategy
+        key, key_rollout = jax.random.split(state.key)
+        population = strategy.ask(state.evo)
+        result = rollout(
+            self.task,
+            strategy,
+            population,
+            self.network.apply,
+            key_rollout,
+            episodes_per_member=c.n_parallel_evaluations,
+            deterministic=c.deterministic_policy,
+            obs_stats=state.obs_stats if c.normalize_obs else None,
+        )
+        evo, metrics = strategy.tell(state.evo, population, result.fitness)
+        env_steps = state.env_steps + result.env_steps
+        new_state = ESState(
+            evo=evo,
+            obs_stats=result.obs_stats if c.normalize_obs else state.obs_stats,
+            key=key,
+            env_steps=env_steps,
+        )
+        return new_state, {
+            "env_steps": env_steps,
+            "fitness_mean": metrics["fitness_mean"],
+            "fitness_max": metrics["fitness_max"],
+            "sigma": metrics["sigma"],
+            "skipped": metrics["skipped"].astype(jnp.float32),
+        }
+
+    def train_chunk(self, state: ESState, num_iterations: int):
+        return jax.lax.scan(self.generation, state, None, num_iterations)
+
+    def evaluate(self, state: ESState, key: jax.Array) -> jax.Array:
+        """Mean return of the mean policy on fresh episodes."""
+        c = self.config
+        return evaluate(
+            self.task,
+            self.network.apply,
+            self.strategy.mean_params(state.evo),
+            key,
+            c.eval_episodes,
+            deterministic=c.deterministic_policy,
+            obs_stats=state.obs_stats if c.normalize_obs else None,
+        ).mean_return
+
+    def policy(self, state: ESState) -> dict:
+        return {"params": self.strategy.mean_params(state.evo), "obs_stats": state.obs_stats}

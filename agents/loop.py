@@ -1,0 +1,183 @@
+"""The train loop every algorithm shares: compiled chunks, progress, logs, evals, checkpoints.
+
+A trainer supplies pure functions (``init``, ``train_chunk``, ``evaluate``, ``policy``); this
+loop compiles them once (seeds vmapped, compile time measured apart), then runs chunk after
+chunk until the env-step budget is spent. Between chunks, and only there, it does the Python
+side effects: evaluate the mean policy on fresh episodes, append metrics, update the progress
+bar, and checkpoint every few chunks. Resuming restores the newest good checkpoint and replays
+nothing twice, so a killed run ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eggroll_rl.agents.checkpoints import Checkpointer
+from eggroll_rl.agents.run_log import RunLog
+
+
+class Trainer(Protocol):
+    name: str
+
+    def init(self, key: jax.Array) -> Any: ...
+
+    def train_chunk(self, state: Any, num_iterations: int) -> tuple[Any, dict]: ...
+
+    def evaluate(self, state: Any, key: jax.Array) -> jax.Array: ...
+
+    def policy(self, state: Any) -> dict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How long to train and how often to look: shared by every algorithm."""
+
+    total_steps: int
+    iterations_per_chunk: int = 10
+    checkpoint_every: int = 5
+    seeds: Sequence[int] = (0,)
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}.")
+        if self.iterations_per_chunk < 1:
+            raise ValueError(f"iterations_per_chunk must be >= 1, got {self.iterations_per_chunk}.")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}.")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed.")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: the metrics table, the final (seed-stacked) state, and timings."""
+
+    rows: list[dict]
+    state: Any
+    compile_s: float
+    wall_s: float
+    run_dir: Optional[pathlib.Path]
+
+    def final(self, key: str = "eval_return") -> list[float]:
+        last = max(row["iteration"] for row in self.rows)
+        return [row[key] for row in self.rows if row["iteration"] == last]
+
+
+def _seed_keys(seeds: Sequence[int]) -> jax.Array:
+    return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
+
+
+def run(
+    trainer: Trainer,
+    loop: LoopConfig,
+    run_dir: Optional[pathlib.Path] = None,
+    *,
+    resume: bool = False,
+    config_record: Optional[dict] = None,
+    on_chunk: Optional[Callable[[int, Any], None]] = None,
+) -> TrainResult:
+    """Train until ``loop.total_steps`` env steps per seed; see the module docstring."""
+    loop.validate()
+    keys = _seed_keys(loop.seeds)
+    init_keys, eval_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
+
+    start = time.perf_counter()
+    init = jax.jit(jax.vmap(trainer.init))
+    chunk = jax.jit(jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)))
+    evaluate = jax.jit(jax.vmap(trainer.evaluate))
+    state = init(init_keys)
+    chunk = chunk.lower(state).compile()
+    evaluate = evaluate.lower(state, eval_keys).compile()
+    compile_s = time.perf_counter() - start
+
+    log = RunLog(run_dir) if run_dir is not None else None
+    checkpointer = Checkpointer(run_dir) if run_dir is not None else None
+    done_chunks, wall_s = 0, 0.0
+    if log is not None:
+        if config_record is not None:
+            log.write_config(config_record)
+        if resume:
+            step, state = checkpointer.restore_latest(state)
+            if step is not None:
+                done_chunks = step
+                log.truncate_after(done_chunks * loop.iterations_per_chunk)
+                previous = log.rows()
+                wall_s = max((row["wall_s"] for row in previous), default=0.0)
+        else:
+            log.truncate_after(-1)
+    rows = log.rows() if log is not None else []
+
+    bar = _progress(loop, trainer.name)
+    steps_done = int(np.min(np.asarray(_env_steps(state))))
+    if bar is not None:
+        bar.update(min(steps_done, loop.total_steps))
+    while steps_done < loop.total_steps:
+        tick = time.perf_counter()
+        state, metrics = chunk(state)
+        iteration = (done_chunks + 1) * loop.iterations_per_chunk
+        returns = evaluate(state, jax.vmap(jax.random.fold_in, (0, None))(eval_keys, iteration))
+        jax.block_until_ready(returns)
+        elapsed = time.perf_counter() - tick
+        wall_s += elapsed
+        done_chunks += 1
+        new_rows = _rows(loop.seeds, iteration, metrics, returns, state, wall_s)
+        rows.extend(new_rows)
+        previous_steps, steps_done = steps_done, min(row["env_steps"] for row in new_rows)
+        if log is not None:
+            log.append(new_rows)
+            if done_chunks % loop.checkpoint_every == 0 or steps_done >= loop.total_steps:
+                checkpointer.save(done_chunks, state)
+        if bar is not None:
+            bar.update(min(steps_done, loop.total_steps) - min(previous_steps, loop.total_steps))
+            bar.set_postfix(
+                eval_return=f"{np.mean(np.asarray(returns)):.1f}",
+                steps_per_s=f"{(steps_done - previous_steps) / max(elapsed, 1e-9):,.0f}",
+            )
+        if on_chunk is not None:
+            on_chunk(done_chunks, state)
+    if bar is not None:
+        bar.close()
+    if log is not None:
+        log.plot(f"{trainer.name}")
+        log.close()
+        checkpointer.close()
+    return TrainResult(rows=rows, state=state, compile_s=compile_s, wall_s=wall_s, run_dir=run_dir)
+
+
+def _env_steps(state: Any) -> jax.Array:
+    return state.env_steps
+
+
+def _rows(seeds, iteration, metrics, returns, state, wall_s) -> list[dict]:
+    last = jax.tree_util.tree_map(lambda m: np.asarray(m)[:, -1], metrics)
+    env_steps = np.asarray(_env_steps(state))
+    rows = []
+    for i, seed in enumerate(seeds):
+        row = {
+            "iteration": iteration,
+            "seed": int(seed),
+            "env_steps": int(env_steps[i]),
+            "wall_s": round(wall_s, 4),
+            "eval_return": float(np.asarray(returns)[i]),
+        }
+        for key, values in last.items():
+            if key != "env_steps" and np.ndim(values[i]) == 0:
+                row[key] = float(values[i])
+        rows.append(row)
+    return rows
+
+
+def _progress(loop: LoopConfig, name: str):
+    if not loop.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=loop.total_steps, unit="step", unit_scale=True, desc=name, dynamic_ncols=True)

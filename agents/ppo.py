@@ -1,0 +1,338 @@
+"""PPO, the gradient-based baseline: one compiled program per chunk of updates, PureJaxRL style.
+
+The comparison with ES is only fair if PPO is as fast and as well tuned as the usual JAX
+implementations, on the same env interface and the same policy network class. Everything that
+changes is threaded through ``PPOState``; ``make_ppo(task, config)`` returns pure functions the
+train loop compiles: ``init(key)``, ``train_chunk(state, n)`` (``n`` updates in a ``lax.scan``),
+``evaluate(state, key, episodes)``.
+
+Truncated episodes are bootstrapped with the value of their final observation (taken from the
+task's ``info["final_obs"]``); terminated ones are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from eggroll_rl.agents import distributions
+from eggroll_rl.envs import obs_norm
+from eggroll_rl.envs.rollout import evaluate
+from eggroll_rl.envs.task import Task
+from eggroll_rl.networks import MLP, Policy
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters; defaults solve gymnax CartPole-v1."""
+
+    total_steps: int = 500_000
+    num_envs: int = 64
+    num_steps: int = 128
+    update_epochs: int = 4
+    num_minibatches: int = 4
+    lr: float = 2.5e-4
+    anneal_lr: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_obs: bool = True
+    normalize_reward: bool = False
+    hidden: tuple[int, ...] = (256, 256, 256)
+    layer_norm: bool = True
+
+    def validate(self) -> None:
+        positive = ("total_steps", "num_envs", "num_steps", "update_epochs", "num_minibatches")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"ppo: {name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("lr", "clip_eps", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ppo: {name} must be > 0, got {getattr(self, name)}.")
+        for name in ("gamma", "gae_lambda"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"ppo: {name} must be in [0, 1], got {getattr(self, name)}.")
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise ValueError(
+                f"ppo: num_envs * num_steps = {self.num_envs * self.num_steps} must be divisible "
+                f"by num_minibatches = {self.num_minibatches}."
+            )
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        return max(1, self.total_steps // self.steps_per_update)
+
+
+class ActorCritic(nn.Module):
+    """The ES policy network as actor, and a critic MLP of the same shape."""
+
+    action_size: int
+    continuous: bool
+    hidden: tuple[int, ...]
+    layer_norm: bool
+
+    def setup(self):
+        self.actor = Policy(self.action_size, self.continuous, self.hidden, self.layer_norm)
+        self.critic = MLP(self.hidden, 1, self.layer_norm)
+
+    def __call__(self, obs):
+        head, log_std = self.actor(obs)
+        return head, log_std, self.critic(obs)[..., 0]
+
+
+@struct.dataclass
+class PPOState:
+    params: Any
+    opt_state: Any
+    env_state: Any
+    obs: jax.Array
+    obs_stats: Any
+    return_stats: Any
+    discounted_return: jax.Array
+    key: jax.Array
+    update: jax.Array
+    env_steps: jax.Array
+
+
+class Transition(NamedTuple):
+    obs: jax.Array
+    raw_action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_value: jax.Array
+    episode_return: jax.Array
+    episode_done: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PPO:
+    """Pure functions of one PPO configuration on one task (hashable by identity for jit)."""
+
+    task: Task
+    config: PPOConfig
+    eval_episodes: int = 10
+
+    name = "ppo"
+
+    def __post_init__(self):
+        self.config.validate()
+
+    @property
+    def network(self) -> ActorCritic:
+        return ActorCritic(
+            self.task.action_size, not self.task.discrete, tuple(self.config.hidden),
+            self.config.layer_norm,
+        )
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        c = self.config
+        batches_per_update = c.update_epochs * c.num_minibatches
+        lr = (
+            optax.linear_schedule(c.lr, 0.0, c.num_updates * batches_per_update)
+            if c.anneal_lr
+            else c.lr
+        )
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+    def init(self, key: jax.Array) -> PPOState:
+        c = self.config
+        key, key_net, key_env = jax.random.split(key, 3)
+        obs, env_state = jax.vmap(self.task.reset)(jax.random.split(key_env, c.num_envs))
+        params = self.network.init(key_net, obs[0])
+        return PPOState(
+            params=params,
+            opt_state=self.optimizer.init(params),
+            env_state=env_state,
+            obs=obs,
+            obs_stats=obs_norm.init(obs.shape[1:]),
+            return_stats=obs_norm.init(()),
+            discounted_return=jnp.zeros(c.num_envs),
+            key=key,
+            update=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def _normalize(self, stats, obs):
+        return obs_norm.normalize(stats, obs) if self.config.normalize_obs else obs
+
+    def _collect(self, state: PPOState):
+        c, task, net = self.config, self.task, self.network
+        space = task.action_space
+
+        def step(carry, _):
+            env_state, obs, key, discounted, episode_return = carry
+            key, key_act, key_step = jax.random.split(key, 3)
+            norm_obs = self._normalize(state.obs_stats, obs)
+            head, log_std, value = net.apply(state.params, norm_obs)
+            raw, action = jax.vmap(lambda h, k: distributions.sample(space, h, log_std, k))(
+                head, jax.random.split(key_act, c.num_envs)
+            )
+            logp = distributions.log_prob(space, head, log_std, raw)
+            next_obs, env_state, reward, terminated, truncated, info = jax.vmap(task.step)(
+                jax.random.split(key_step, c.num_envs), env_state, action
+            )
+            done = jnp.logical_or(terminated, truncated)
+            _, _, final_value = net.apply(
+                state.params, self._normalize(state.obs_stats, info["final_obs"])
+            )
+            episode_return = episode_return + reward
+            discounted = discounted * c.gamma + reward
+            transition = Transition(
+                obs, raw, logp, value, reward, terminated, truncated, final_value,
+                episode_return, done,
+            )
+            episode_return = jnp.where(done, 0.0, episode_return)
+            carry = (env_state, next_obs, key, jnp.where(done, 0.0, discounted), episode_return)
+            return carry, (transition, discounted)
+
+        episode_return = jnp.zeros(c.num_envs)
+        carry = (state.env_state, state.obs, state.key, state.discounted_return, episode_return)
+        carry, (transitions, discounted) = jax.lax.scan(step, carry, None, c.num_steps)
+        return carry, transitions, discounted
+
+    def _advantages(self, transitions: Transition, last_value: jax.Array, reward: jax.Array):
+        c = self.config
+        # The value after step t: V(obs_{t+1}) within an episode, V(final obs) on truncation,
+        # 0 on termination.
+        next_values = jnp.concatenate([transitions.value[1:], last_value[None]], axis=0)
+        boundary = jnp.logical_or(transitions.terminated, transitions.truncated)
+        bootstrap = jnp.where(transitions.truncated, transitions.final_value, next_values)
+        bootstrap = jnp.where(transitions.terminated, 0.0, bootstrap)
+        deltas = reward + c.gamma * bootstrap - transitions.value
+
+        def backward(gae, inputs):
+            delta, cut = inputs
+            gae = delta + c.gamma * c.gae_lambda * jnp.where(cut, 0.0, gae)
+            return gae, gae
+
+        _, advantages = jax.lax.scan(
+            backward, jnp.zeros_like(last_value), (deltas, boundary), reverse=True
+        )
+        return advantages, advantages + transitions.value
+
+    def _loss(self, params, obs_stats, batch):
+        c, space = self.config, self.task.action_space
+        transitions, advantages, targets = batch
+        head, log_std, value = self.network.apply(params, self._normalize(obs_stats, transitions.obs))
+        logp = distributions.log_prob(space, head, log_std, transitions.raw_action)
+        ratio = jnp.exp(logp - transitions.log_prob)
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        policy_loss = -jnp.mean(
+            jnp.minimum(
+                ratio * advantages,
+                jnp.clip(ratio, 1 - c.clip_eps, 1 + c.clip_eps) * advantages,
+            )
+        )
+        clipped_value = transitions.value + jnp.clip(
+            value - transitions.value, -c.clip_eps, c.clip_eps
+        )
+        value_loss = 0.5 * jnp.mean(
+            jnp.maximum((value - targets) ** 2, (clipped_value - targets) ** 2)
+        )
+        entropy = jnp.mean(distributions.entropy(space, head, log_std))
+        total = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+        return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+
+    def update(self, state: PPOState, _=None):
+        """One PPO update: collect ``num_steps`` x ``num_envs`` steps, then minibatch epochs."""
+        c = self.config
+        (env_state, obs, key, discounted, _), transitions, returns_seen = self._collect(state)
+        _, _, last_value = self.network.apply(state.params, self._normalize(state.obs_stats, obs))
+        return_stats = state.return_stats
+        reward = transitions.reward
+        if c.normalize_reward:
+            return_stats = obs_norm.update(return_stats, returns_seen.reshape(-1))
+            reward = reward / jnp.sqrt(return_stats.var + 1e-8)
+        advantages, targets = self._advantages(transitions, last_value, reward)
+
+        batch_size = c.steps_per_update
+        flat = jax.tree_util.tree_map(
+            lambda x: x.reshape((batch_size,) + x.shape[2:]), (transitions, advantages, targets)
+        )
+        grad_fn = jax.grad(self._loss, has_aux=True)
+
+        def epoch(carry, key):
+            params, opt_state = carry
+            order = jax.random.permutation(key, batch_size)
+            minibatches = jax.tree_util.tree_map(
+                lambda x: x[order].reshape((c.num_minibatches, -1) + x.shape[1:]), flat
+            )
+
+            def minibatch(carry, batch):
+                params, opt_state = carry
+                grads, aux = grad_fn(params, state.obs_stats, batch)
+                updates, opt_state = self.optimizer.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), opt_state), aux
+
+            return jax.lax.scan(minibatch, (params, opt_state), minibatches)
+
+        key, key_epochs = jax.random.split(key)
+        (params, opt_state), losses = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(key_epochs, c.update_epochs)
+        )
+        obs_stats = state.obs_stats
+        if c.normalize_obs:
+            obs_stats = obs_norm.update(obs_stats, transitions.obs.reshape((batch_size,) + obs.shape[1:]))
+        finished = transitions.episode_done
+        metrics = {
+            "env_steps": state.env_steps + batch_size,
+            "episodes": finished.sum(),
+            "train_return": jnp.sum(transitions.episode_return * finished)
+            / jnp.maximum(finished.sum(), 1),
+            **jax.tree_util.tree_map(jnp.mean, losses),
+        }
+        new_state = PPOState(
+            params=params,
+            opt_state=opt_state,
+            env_state=env_state,
+            obs=obs,
+            obs_stats=obs_stats,
+            return_stats=return_stats,
+            discounted_return=discounted,
+            key=key,
+            update=state.update + 1,
+            env_steps=state.env_steps + batch_size,
+        )
+        return new_state, metrics
+
+    def train_chunk(self, state: PPOState, num_updates: int):
+        return jax.lax.scan(self.update, state, None, num_updates)
+
+    def policy(self, state: PPOState):
+        """What is deployed: the actor's params and the observation statistics."""
+        return {"params": {"params": state.params["params"]["actor"]}, "obs_stats": state.obs_stats}
+
+    @property
+    def actor(self) -> Policy:
+        c = self.config
+        return Policy(self.task.action_size, not self.task.discrete, tuple(c.hidden), c.layer_norm)
+
+    def evaluate(self, state: PPOState, key: jax.Array) -> jax.Array:
+        """Mean return of the actor's mode (argmax / Gaussian mean) on fresh episodes."""
+        deployed = self.policy(state)
+        return evaluate(
+            self.task,
+            self.actor.apply,
+            deployed["params"],
+            key,
+            self.eval_episodes,
+            deterministic=True,
+            obs_stats=state.obs_stats if self.config.normalize_obs else None,
+        ).mean_return
