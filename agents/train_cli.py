@@ -130,7 +130,7 @@ def export(trainer, state, run_dir: pathlib.Path, record: dict) -> pathlib.Path:
     """The first seed's deployable policy: mean params, obs statistics, env id, network config."""
     import jax
 
-    from eggroll_rl.agents import policy_file
+    from eggroll_rl.envs.playback import save_policy
 
     first = jax.tree_util.tree_map(lambda x: x[0], state)
     deployed = trainer.policy(first)
@@ -142,4 +142,4 @@ def export(trainer, state, run_dir: pathlib.Path, record: dict) -> pathlib.Path:
         "layer_norm": config["layer_norm"],
     }
     stats = deployed["obs_stats"] if config.get("normalize_obs", True) else None
-    return policy_file.save(run_dir / "policy", deployed["params"], network, record["env"], stats)
+    return save_policy(run_dir / "policy", deployed["params"], network, record["env"], stats)

@@ -7,7 +7,10 @@ Two things are timed per variant: ``ask`` (the generation's noise; OpenES also b
 member's weights) and forward steps in a ``lax.scan`` over fresh inputs with the population
 already drawn, as in the paper's throughput figure. ``eggroll_vs_inference`` is the per-step
 throughput ratio; ``eggroll_vs_openes`` compares whole generations (one ask plus an episode of
-forward steps), and the per-step speedup is reported beside it.
+forward steps), and the per-step speedup is reported beside it. The rollout case times what a
+generation really runs: the same episode loop (env, action heads, masking) on a gymnax task,
+once with EGGROLL's population and once with one shared unperturbed policy for every slot;
+``rollout_eggroll_vs_inference`` is their time ratio.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eggroll_rl.layer import EggrollDense
-from eggroll_rl.networks import MLP
+from eggroll_rl.networks import MLP, Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
 
@@ -45,13 +48,31 @@ class Case:
     openes: bool = True
 
 
-def default_cases(scale: float = 1.0) -> list[Case]:
-    """The paper's RL policy (CartPole-sized input, 500-step episodes) and single wide layers."""
+@dataclasses.dataclass(frozen=True)
+class RolloutCase:
+    """A whole population rollout: env, policy width, population, episodes per member, steps.
+
+    Both variants run exactly ``steps`` env steps (no early stop), so their work does not
+    depend on when episodes happen to end.
+    """
+
+    name: str
+    env_id: str
+    hidden: tuple[int, ...]
+    population_size: int
+    steps: int
+    episodes_per_member: int = 1
+
+
+def default_cases(scale: float = 1.0) -> list:
+    """The paper's RL policy (CartPole-sized input, 500-step episodes) and single wide layers,
+    then the paper's policy in a real CartPole rollout."""
     n = lambda size: max(2, int(size * scale) // 2 * 2)
     return [
         Case("mlp_3x256", MLP(hidden=(256, 256, 256), out_features=2), 4, n(2048), 32),
         Case("dense_1024", EggrollDense(1024), 1024, n(512), 8),
         Case("dense_4096", EggrollDense(4096), 4096, n(128), 4, openes=False),
+        RolloutCase("rollout_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(2048), 64),
     ]
 
 
@@ -131,8 +152,51 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
     return result
 
 
+def run_rollout_case(
+    case: RolloutCase, rank: int = 1, sigma: float = 0.05, repeats: int = 3
+) -> dict:
+    """Time ``envs.rollout`` (EGGROLL) against ``envs.evaluate`` of the mean on as many slots.
+
+    Same loop, env, sampled action heads and slot count; the only difference is the policy
+    call: ``population_apply`` for N perturbed members, or one plain batched apply.
+    """
+    from eggroll_rl import envs
+
+    task = envs.make(case.env_id)
+    model = Policy(task.action_size, continuous=not task.discrete, hidden=case.hidden)
+    key_params, key_es, key_run = jax.random.split(jax.random.key(0), 3)
+    params = model.init(key_params, jnp.zeros(task.observation_space.shape))
+    strategy = Eggroll(case.population_size, sigma, rank=rank)
+    population = strategy.ask(strategy.init(key_es, params))
+    slots = case.population_size * case.episodes_per_member
+    loop = dict(max_steps=case.steps, stop_when_done=False, deterministic=False)
+    fns = {
+        "rollout_eggroll": lambda: envs.rollout(
+            task, strategy, population, model.apply, key_run,
+            episodes_per_member=case.episodes_per_member, **loop,
+        ).returns,
+        "rollout_inference": lambda: envs.evaluate(
+            task, model.apply, params, key_run, slots, **loop
+        ).returns,
+    }
+    seconds = _time_best(fns, repeats)
+    return {
+        "case": case.name,
+        "env_id": case.env_id,
+        "hidden": list(case.hidden),
+        "population_size": case.population_size,
+        "episodes_per_member": case.episodes_per_member,
+        "timed_steps": case.steps,
+        "rank": rank,
+        "rollout_s": seconds,
+        "step_s": {k: v / case.steps for k, v in seconds.items()},
+        "env_steps_per_s": {k: slots * case.steps / v for k, v in seconds.items()},
+        "rollout_eggroll_vs_inference": seconds["rollout_inference"] / seconds["rollout_eggroll"],
+    }
+
+
 def run(
-    cases: Optional[list[Case]] = None, rank: int = 1, repeats: int = 3, log=print
+    cases: Optional[list] = None, rank: int = 1, repeats: int = 3, log=print
 ) -> dict:
     report = {
         "device": str(jax.devices()[0].device_kind),
@@ -142,6 +206,18 @@ def run(
         "cases": [],
     }
     for case in cases or default_cases():
+        if isinstance(case, RolloutCase):
+            result = run_rollout_case(case, rank=rank, repeats=repeats)
+            report["cases"].append(result)
+            report["rollout_eggroll_vs_inference"] = result["rollout_eggroll_vs_inference"]
+            log(
+                f"{case.name}  N={case.population_size} k={case.episodes_per_member} "
+                f"{case.steps} steps of {case.env_id}: rollout eggroll/inference "
+                f"{result['rollout_eggroll_vs_inference']:.3f}   "
+                f"({result['env_steps_per_s']['rollout_eggroll']:.3g} vs "
+                f"{result['env_steps_per_s']['rollout_inference']:.3g} env steps/s)"
+            )
+            continue
         result = run_case(case, rank=rank, repeats=repeats)
         report["cases"].append(result)
         openes = result["eggroll_vs_openes"]

@@ -43,15 +43,20 @@ def centered_rank(fitness: jax.Array) -> jax.Array:
     return rank / (n - 1) - 0.5
 
 
+def _standardised(centered: jax.Array, informative: jax.Array) -> jax.Array:
+    std = jnp.sqrt(jnp.mean(centered**2))
+    return jnp.where(informative & (std > _EPS), centered / jnp.maximum(std, _EPS), 0.0)
+
+
 def zscore(fitness: jax.Array) -> jax.Array:
     """Subtract the population mean, divide by the population standard deviation.
 
-    A population with identical fitness carries no information and maps to zeros.
+    A population with identical fitness carries no information and maps to zeros; this is
+    decided by comparing values, not by the standard deviation, which float32 rounding of the
+    mean makes tiny but non-zero (500.0 x 1000 members would otherwise map to all -1).
     """
     fitness = jnp.asarray(fitness, jnp.float32)
-    centered = fitness - fitness.mean()
-    std = jnp.sqrt(jnp.mean(centered**2))
-    return jnp.where(std > _EPS, centered / jnp.maximum(std, _EPS), 0.0)
+    return _standardised(fitness - fitness.mean(), jnp.max(fitness) > jnp.min(fitness))
 
 
 def grouped_zscore(fitness: jax.Array, group_size: int) -> jax.Array:
@@ -70,8 +75,8 @@ def grouped_zscore(fitness: jax.Array, group_size: int) -> jax.Array:
         )
     groups = fitness.reshape(n // group_size, group_size)
     centered = (groups - groups.mean(axis=1, keepdims=True)).reshape(n)
-    std = jnp.sqrt(jnp.mean(centered**2))
-    return jnp.where(std > _EPS, centered / jnp.maximum(std, _EPS), 0.0)
+    informative = jnp.any(jnp.max(groups, axis=1) > jnp.min(groups, axis=1))
+    return _standardised(centered, informative)
 
 
 def compose(*shapings: FitnessShaping) -> FitnessShaping:

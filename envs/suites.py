@@ -1,8 +1,14 @@
-"""Which suites exist, how their ids are registered, and which extra a missing one needs."""
+"""Which suites exist, how their ids are registered, and which extra a missing one needs.
+
+Optional suites register only when their package is importable; their adapters list their
+names without importing the package, so ``list_envs`` costs no suite import.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 from typing import Callable, Optional
 
 from eggroll_rl.envs import brax_tasks, gymnax_tasks
@@ -16,8 +22,33 @@ OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
+# Optional suites with an adapter: id prefix -> adapter module.
+OPTIONAL_ADAPTERS: dict[str, str] = {
+    "craftax": "eggroll_rl.envs.craftax_tasks",
+    "jumanji": "eggroll_rl.envs.jumanji_tasks",
+    "navix": "eggroll_rl.envs.navix_tasks",
+}
+
+# Suites whose package cannot be installed beside this project's jax: prefix -> why.
+UNINSTALLABLE: dict[str, str] = {
+    "kinetix": (
+        "kinetix-env (the Kinetix suite) requires jax<=0.9.0 (jax<0.10) and cannot be installed "
+        "beside this project's jax>=0.10.2, so no kinetix adapter ships: "
+        "pip install -e \".[kinetix]\" fails to resolve until kinetix-env supports jax 0.10"
+    ),
+}
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
 def register_all(register: Callable) -> None:
-    for suite in (gymnax_tasks, brax_tasks):
+    suites = [gymnax_tasks, brax_tasks]
+    for prefix, module in OPTIONAL_ADAPTERS.items():
+        if _installed(OPTIONAL_EXTRAS[prefix][1]):
+            suites.append(importlib.import_module(module))
+    for suite in suites:
         for name in suite.names():
             register(f"{suite.SUITE}/{name}", functools.partial(suite.make, name))
 
@@ -28,9 +59,13 @@ def missing_extra(env_id: str) -> Optional[str]:
     if suite not in OPTIONAL_EXTRAS:
         return None
     extra, package = OPTIONAL_EXTRAS[suite]
-    import importlib.util
-
-    if importlib.util.find_spec(package) is not None:
+    if suite in UNINSTALLABLE:
+        return (
+            f"{env_id} needs the optional package {package!r} (extra \"{extra}\"), but "
+            f"{UNINSTALLABLE[suite]}. The paper's other optional suites install with "
+            "pip install -e \".[suites]\"."
+        )
+    if _installed(package):
         return None
     return (
         f"{env_id} needs the optional package {package!r}: install it with "

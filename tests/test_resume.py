@@ -64,3 +64,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     rows = lambda d: (d / "metrics.jsonl").read_text().splitlines()
     strip = lambda line: {k: v for k, v in __import__("json").loads(line).items() if k != "wall_s"}
     assert [strip(r) for r in rows(killed)] == [strip(r) for r in rows(straight)]
+
+    # the export is what the Gymnasium playback helper loads and plays
+    from eggroll_rl.envs.playback import load_policy, play
+
+    assert load_policy(straight / "policy").env_id == "gymnax/CartPole-v1"
+    returns = play(straight / "policy", "CartPole-v1", episodes=2, seed=0, max_steps=50)
+    assert len(returns) == 2 and all(1 <= r <= 50 for r in returns)
+

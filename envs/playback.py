@@ -1,0 +1,260 @@
+"""Saved policies and watching them play: ``save_policy``, ``load_policy``, ``play``.
+
+A trained policy is only worth what it does in the environment, and the quickest way to know
+is to watch it in the Gymnasium env people already use. A saved policy is one folder:
+``policy.json`` names the env id, the network (``action_size``, ``continuous``, ``hidden``,
+``layer_norm``: the arguments of ``eggroll_rl.networks.Policy``) and the format version;
+``params.msgpack`` (flax msgpack, an exact round trip of every array) holds the params and, if
+training normalised observations, the running statistics, which ``play`` then applies with
+``eggroll_rl.envs.obs_norm.normalize`` exactly as in training. ``play`` runs it in
+``eggroll_rl/<name>`` / ``<suite>/<name>`` (our tasks) or any Gymnasium id, returns the episode
+returns, and writes a GIF or MP4 with imageio when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any, Mapping, Optional, Union
+
+import gymnasium
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from eggroll_rl.envs import obs_norm
+from eggroll_rl.envs.actions import select_action
+from eggroll_rl.networks import Policy
+
+FORMAT = 1
+META_FILE = "policy.json"
+PARAMS_FILE = "params.msgpack"
+NETWORK_KEYS = ("action_size", "continuous", "hidden", "layer_norm")
+VIDEO_SUFFIXES = (".gif", ".mp4")
+DEFAULT_FPS = 30
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedPolicy:
+    """What ``load_policy`` returns: everything needed to act, and nothing else."""
+
+    env_id: str
+    network: dict
+    params: Any
+    obs_norm_stats: Optional[obs_norm.RunningStats] = None
+
+    @property
+    def module(self) -> Policy:
+        """The ``eggroll_rl.networks.Policy`` these params belong to."""
+        return Policy(
+            action_size=self.network["action_size"],
+            continuous=self.network["continuous"],
+            hidden=tuple(self.network["hidden"]),
+            layer_norm=self.network["layer_norm"],
+        )
+
+
+def network_config(network: Union[Policy, Mapping[str, Any]]) -> dict:
+    """The JSON-able description of a ``Policy`` (or a dict of its arguments, checked)."""
+    if isinstance(network, Policy):
+        network = {key: getattr(network, key) for key in NETWORK_KEYS}
+    missing = [key for key in NETWORK_KEYS if key not in network]
+    if missing:
+        raise ValueError(
+            f"the network config lacks {missing}: it needs {list(NETWORK_KEYS)} (the arguments "
+            "of eggroll_rl.networks.Policy), or pass the Policy module itself."
+        )
+    return {
+        "action_size": int(network["action_size"]),
+        "continuous": bool(network["continuous"]),
+        "hidden": [int(width) for width in network["hidden"]],
+        "layer_norm": bool(network["layer_norm"]),
+    }
+
+
+def _stats(
+    stats: Union[None, obs_norm.RunningStats, Mapping[str, Any]],
+) -> Optional[obs_norm.RunningStats]:
+    if stats is None or isinstance(stats, obs_norm.RunningStats):
+        return stats
+    if "mean" not in stats or "var" not in stats:
+        raise ValueError(
+            "observation statistics need 'mean' and 'var' (and optionally 'count'), got "
+            f"{sorted(stats)}."
+        )
+    mean = jnp.asarray(stats["mean"], jnp.float32)
+    count = jnp.asarray(stats.get("count", 1.0), jnp.float32)  # no count: the stats are data
+    return obs_norm.RunningStats(count=count, mean=mean, var=jnp.asarray(stats["var"], jnp.float32))
+
+
+def save_policy(
+    path: PathLike,
+    params: Any,
+    network: Union[Policy, Mapping[str, Any]],
+    env_id: str,
+    obs_norm_stats: Union[None, obs_norm.RunningStats, Mapping[str, Any]] = None,
+) -> pathlib.Path:
+    """Write the policy folder ``path`` (created if needed); returns it."""
+    path = pathlib.Path(path)
+    config = network_config(network)
+    stats = _stats(obs_norm_stats)
+    payload = {
+        "params": jax.tree_util.tree_map(np.asarray, serialization.to_state_dict(params)),
+        "obs_stats": (
+            None
+            if stats is None
+            else {name: np.asarray(getattr(stats, name)) for name in ("count", "mean", "var")}
+        ),
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / PARAMS_FILE).write_bytes(serialization.msgpack_serialize(payload))
+    meta = {"format": FORMAT, "env_id": env_id, "network": config}
+    (path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def load_policy(path: PathLike) -> SavedPolicy:
+    """Read a folder written by ``save_policy``."""
+    path = pathlib.Path(path)
+    missing = [name for name in (META_FILE, PARAMS_FILE) if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a saved policy: {', '.join(missing)} missing (save_policy writes "
+            f"{META_FILE} and {PARAMS_FILE} into a folder)."
+        )
+    meta = json.loads((path / META_FILE).read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: saved policy format {meta.get('format')!r}, but this version reads format "
+            f"{FORMAT}; re-export it with this version's save_policy."
+        )
+    payload = serialization.msgpack_restore((path / PARAMS_FILE).read_bytes())
+    stats = payload.get("obs_stats")
+    return SavedPolicy(
+        env_id=meta["env_id"],
+        network=network_config(meta["network"]),
+        params=payload["params"],
+        obs_norm_stats=None if stats is None else _stats(stats),
+    )
+
+
+def _make_env(env_id: str, render_mode: Optional[str]) -> gymnasium.Env:
+    """A Gymnasium env for a Gymnasium id, ``gymnasium/<Id>``, or one of our task ids."""
+    if env_id in gymnasium.registry:
+        return gymnasium.make(env_id, render_mode=render_mode)
+    from eggroll_rl.envs.gymnasium_target import gymnasium_name, is_gymnasium_target
+
+    if is_gymnasium_target(env_id):
+        return gymnasium.make(gymnasium_name(env_id), render_mode=render_mode)
+    from eggroll_rl.envs.gymnasium_env import TaskEnv
+
+    return TaskEnv(env_id, render_mode=render_mode)
+
+
+def _actor(saved: SavedPolicy, space: gymnasium.spaces.Space, deterministic: bool):
+    from eggroll_rl.envs.gymnasium_target import policy_action_space
+
+    module, stats, space = saved.module, saved.obs_norm_stats, policy_action_space(space)
+
+    @jax.jit
+    def act(params, obs, key):
+        obs = jnp.asarray(obs, jnp.float32)
+        head, log_std = module.apply(
+            params, obs if stats is None else obs_norm.normalize(stats, obs)
+        )
+        log_std = jnp.zeros_like(head) if log_std is None else log_std
+        return select_action(space, head, log_std, key, deterministic)
+
+    return act
+
+
+def _write_video(path: pathlib.Path, frames: list, fps: float) -> None:
+    import imageio.v3 as iio
+
+    frames = np.stack([np.asarray(frame, np.uint8) for frame in frames])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(path, frames, duration=1000.0 / fps, loop=0)
+        return
+    # H.264 needs even sides.
+    pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
+    try:
+        iio.imwrite(path, np.pad(frames, pad, mode="edge"), fps=fps, codec="libx264")
+    except ImportError as error:
+        raise ImportError(
+            f"writing {path.name} needs PyAV (pip install av); a .gif needs nothing more."
+        ) from error
+
+
+def play(
+    policy: Union[PathLike, SavedPolicy, Any],
+    env_id: Optional[str] = None,
+    *,
+    episodes: int = 1,
+    seed: int = 0,
+    video_path: Optional[PathLike] = None,
+    deterministic: bool = True,
+    max_steps: Optional[int] = None,
+    network: Union[None, Policy, Mapping[str, Any]] = None,
+    obs_norm_stats: Union[None, obs_norm.RunningStats, Mapping[str, Any]] = None,
+    fps: Optional[float] = None,
+) -> list[float]:
+    """Play ``episodes`` episodes and return their returns; optionally record them.
+
+    ``policy`` is a saved-policy folder, a ``SavedPolicy``, or raw params (then ``network``,
+    and ``env_id``, are required, and ``obs_norm_stats`` optional). ``env_id`` defaults to the
+    saved one and may be any Gymnasium id, ``gymnasium/<Id>`` or one of our ids. The env is
+    reset with ``seed`` once, then without a seed between episodes (Gymnasium's convention);
+    ``max_steps`` cuts each episode short. ``video_path`` (``.gif`` or ``.mp4``) records every
+    frame with ``render_mode="rgb_array"`` at ``fps`` (default: the env's ``render_fps``).
+    """
+    if isinstance(policy, (str, os.PathLike)):
+        saved = load_policy(policy)
+    elif isinstance(policy, SavedPolicy):
+        saved = policy
+    else:
+        if network is None or env_id is None:
+            raise ValueError(
+                "play(params, ...) needs network= (a Policy or its config dict) and env_id=; "
+                "or pass the folder written by save_policy."
+            )
+        saved = SavedPolicy(env_id, network_config(network), policy, _stats(obs_norm_stats))
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}.")
+    env_id = saved.env_id if env_id is None else env_id
+    video_path = None if video_path is None else pathlib.Path(video_path)
+    if video_path is not None and video_path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(
+            f"video_path must end in one of {VIDEO_SUFFIXES}, got {video_path.name!r}."
+        )
+
+    env = _make_env(env_id, "rgb_array" if video_path is not None else None)
+    try:
+        act = _actor(saved, env.action_space, deterministic)
+        discrete = isinstance(env.action_space, gymnasium.spaces.Discrete)
+        key, steps = jax.random.key(seed), 0
+        returns, frames = [], []
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed) if episode == 0 else env.reset()
+            if video_path is not None:
+                frames.append(env.render())
+            total, length, done = 0.0, 0, False
+            while not done and (max_steps is None or length < max_steps):
+                action = np.asarray(act(saved.params, obs, jax.random.fold_in(key, steps)))
+                action = int(action) if discrete else action.astype(env.action_space.dtype)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total, length, steps = total + float(reward), length + 1, steps + 1
+                done = terminated or truncated
+                if video_path is not None:
+                    frames.append(env.render())
+            returns.append(total)
+        if video_path is not None:
+            _write_video(video_path, frames, fps or env.metadata.get("render_fps") or DEFAULT_FPS)
+    finally:
+        env.close()
+    return returns
