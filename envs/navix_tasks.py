@@ -85,7 +85,7 @@ def navix_id(name: str) -> str:
 
 
 def make(name: str, max_episode_steps: Optional[int] = None, **env_kwargs) -> Task:
-    """``env_kwargs`` go to ``navix.make`` (e.g. ``observation_fn=navix.observations.categorical``)."""
+    """``env_kwargs`` go to ``navix.make`` (e.g. ``observation_fn=navix.observations.rgb``)."""
     import navix
 
     env_id = f"{SUITE}/{name}"
@@ -98,8 +98,7 @@ def make(name: str, max_episode_steps: Optional[int] = None, **env_kwargs) -> Ta
     env = navix.make(navix_id(name), **env_kwargs)
 
     action_space = gymnasium.spaces.Discrete(int(env.action_space.n))
-    raw_obs = jax.eval_shape(env.reset, jax.random.key(0)).observation
-    observation_space = _observation_space(raw_obs.shape, raw_obs.dtype)
+    observation_space = _observation_space(env.observation_space.shape, env.observation_space.dtype)
 
     def reset(key):
         timestep = env.reset(key)

@@ -22,7 +22,7 @@ from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.actions import select_action
 from eggroll_rl.envs.task import Task
 
-Policy = Callable[[jax.Array], tuple[jax.Array, Optional[jax.Array]]]
+PolicyFn = Callable[[jax.Array], tuple[jax.Array, Optional[jax.Array]]]
 
 
 class Episodes(NamedTuple):
@@ -54,7 +54,7 @@ class Evaluation(NamedTuple):
 
 def run_episodes(
     task: Task,
-    policy: Policy,
+    policy: PolicyFn,
     key: jax.Array,
     slots: tuple[int, int],
     *,

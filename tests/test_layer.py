@@ -221,7 +221,9 @@ def test_population_apply_matches_materialised_members(
     assert noise.b.shape == (n, head_rank, widths[-2])
 
 
-def test_the_papers_policy_network(assert_trees_close, materialised_apply, random_params, normal):
+def test_the_papers_policy_network(
+    assert_trees_close, materialised_apply, random_params, normal, numpy_population
+):
     """eggroll_rl.networks.Policy: EggrollDense + LayerNorm trunk, Gaussian head with log-std."""
     model = Policy(action_size=3, continuous=True, hidden=(8, 7))
     params = random_params(model, jnp.zeros(5))
@@ -231,7 +233,8 @@ def test_the_papers_policy_network(assert_trees_close, materialised_apply, rando
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, (head, log_std) = _forward_check(
-            strategy, model, params, xs, assert_trees_close, materialised_apply
+            strategy, model, params, xs, assert_trees_close, materialised_apply,
+            numpy_population(strategy, params),
         )
     assert head.shape == (6, 4, 3) and log_std.shape == (6, 3)
 

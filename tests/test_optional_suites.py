@@ -5,9 +5,10 @@ episodes, next to the library's own env fed the same keys and actions. The tests
 rewards, observations and the end-of-episode flags, including a forced truncation or
 termination. Compilation dominates on a CPU, so each program is compiled once (module
 fixtures) with XLA's cheap CPU settings (``FAST_COMPILE``: fewer LLVM and fusion passes, the
-same arithmetic), and the full Craftax rollouts (minutes of compilation) run only with
-``EGGROLL_SLOW_TESTS=1``. A suite that is not installed is skipped; the registry's errors for
-missing and uninstallable suites are tested without any of them.
+same arithmetic). The Craftax rollouts (minutes of compilation) and the checks of every
+registered env, not only the paper's, run only with ``EGGROLL_SLOW_TESTS=1``. A suite that is
+not installed is skipped; the registry's errors for missing and uninstallable suites are
+tested without any of them.
 """
 
 import os
@@ -27,7 +28,7 @@ FAST_COMPILE = {
 }
 SLOW = pytest.mark.skipif(
     not os.environ.get("EGGROLL_SLOW_TESTS"),
-    reason="compiles a full Craftax step for minutes; set EGGROLL_SLOW_TESTS=1",
+    reason="minutes of compiling or tracing (Craftax rollouts, every env): EGGROLL_SLOW_TESTS=1",
 )
 BATCH = 2
 
@@ -118,6 +119,30 @@ def test_jumanji_joint_actions_become_one_discrete_action():
         envs.make("jumanji/Snake-v1", time_limit=9)
 
 
+def assert_traces_under_vmap(task):
+    """Reset and step trace under ``vmap`` (no compilation) with the declared shapes and dtypes."""
+    keys = jax.random.split(jax.random.key(0), BATCH)
+    obs, state = jax.eval_shape(jax.vmap(task.reset), keys)
+    action = jax.ShapeDtypeStruct((BATCH,), jnp.int32)
+    next_obs, _, reward, terminated, truncated, info = jax.eval_shape(
+        jax.vmap(task.step), keys, state, action
+    )
+    shape = (BATCH,) + task.observation_space.shape
+    assert obs.shape == next_obs.shape == info["final_obs"].shape == shape, task.env_id
+    assert obs.dtype == next_obs.dtype == reward.dtype == jnp.float32, task.env_id
+    assert reward.shape == terminated.shape == truncated.shape == (BATCH,), task.env_id
+    assert terminated.dtype == truncated.dtype == jnp.bool_, task.env_id
+
+
+@SLOW
+def test_every_jumanji_env_traces_under_vmap():
+    pytest.importorskip("jumanji")
+    from eggroll_rl.envs import jumanji_tasks
+
+    for name in jumanji_tasks.names():
+        assert_traces_under_vmap(envs.make(f"jumanji/{name}"))
+
+
 # name -> (make kwargs, reference env kwargs, mask size, step that repeats the last action,
 #          expected (flag, steps at which it fires))
 JUMANJI_CASES = {
@@ -187,8 +212,9 @@ def test_jumanji_matches_jumanji_until_the_episode_ends(jumanji_run):
     name, task, _, steps = jumanji_run
     for b in range(BATCH):
         end = first_done(steps["terminated"][b], steps["truncated"][b])
-        np.testing.assert_array_equal(steps["reward"][b, : end + 1], steps["ref_reward"][b, : end + 1])
-        np.testing.assert_array_equal(steps["final_obs"][b, : end + 1], steps["ref_obs"][b, : end + 1])
+        span = slice(0, end + 1)
+        np.testing.assert_array_equal(steps["reward"][b, span], steps["ref_reward"][b, span])
+        np.testing.assert_array_equal(steps["final_obs"][b, span], steps["ref_obs"][b, span])
         np.testing.assert_array_equal(steps["obs"][b, :end], steps["final_obs"][b, :end])
         # same-step autoreset: the ending step returns the next episode's first observation
         np.testing.assert_array_equal(steps["obs"][b, end], steps["ref_reset_obs"][b, end])
@@ -226,6 +252,15 @@ def test_navix_names_cover_its_registry():
     assert task.observation_space.shape == (8 * 8 * 3,)
 
 
+@SLOW
+def test_every_navix_env_traces_under_vmap():
+    pytest.importorskip("navix")
+    from eggroll_rl.envs import navix_tasks
+
+    for name in navix_tasks.names():
+        assert_traces_under_vmap(envs.make(f"navix/{name}"))
+
+
 NAVIX_NAMES = ["DoorKey-8x8", "Dynamic-Obstacles-6x6-Random", "FourRooms"]
 NAVIX_LIMIT = 4
 NAVIX_STEPS = 6
@@ -261,11 +296,12 @@ def navix_run(request):
                                   obs=flat(timestep.observation),
                                   reset_obs=flat(ref.reset(key).observation))
 
-        return flat(ref.reset(reset_key).observation), jax.lax.scan(body, timestep, (keys, actions))[1]
+        return flat(timestep.observation), jax.lax.scan(body, timestep, (keys, actions))[1]
 
     def program(reset_keys, keys, actions):
         # ours under vmap; the reference one episode at a time (lax.map), as the library runs it
-        return jax.vmap(ours)(reset_keys, keys, actions), jax.lax.map(reference, (reset_keys, keys, actions))
+        inputs = (reset_keys, keys, actions)
+        return jax.vmap(ours)(*inputs), jax.lax.map(reference, inputs)
 
     reset_keys = jax.random.split(jax.random.key(2), BATCH)
     keys = jax.random.split(jax.random.key(3), (BATCH, NAVIX_STEPS))
@@ -350,13 +386,7 @@ def test_craftax_death_terminates_and_the_time_limit_truncates(name):
 
 def test_craftax_classic_traces_under_vmap():
     pytest.importorskip("craftax")
-    task = envs.make("craftax/Craftax-Classic-Symbolic-AutoReset-v1")
-    keys = jax.random.split(jax.random.key(0), BATCH)
-    obs, state = jax.eval_shape(jax.vmap(task.reset), keys)
-    out = jax.eval_shape(jax.vmap(task.step), keys, state, jax.ShapeDtypeStruct((BATCH,), jnp.int32))
-    assert obs.shape == out[0].shape == out[5]["final_obs"].shape == (BATCH, 1345)
-    assert out[0].dtype == out[2].dtype == jnp.float32
-    assert out[3].dtype == out[4].dtype == jnp.bool_ and out[2].shape == (BATCH,)
+    assert_traces_under_vmap(envs.make("craftax/Craftax-Classic-Symbolic-AutoReset-v1"))
 
 
 CRAFTAX_LIMIT = 3
@@ -370,7 +400,7 @@ def test_craftax_matches_the_autoreset_env_and_truncates(name):
     from craftax.craftax_env import make_craftax_env_from_name
 
     task = envs.make(f"craftax/{name}", max_episode_steps=CRAFTAX_LIMIT)
-    ref = make_craftax_env_from_name(name, auto_reset=True)  # the paper's env, as the library runs it
+    ref = make_craftax_env_from_name(name, auto_reset=True)  # the paper's env, run by Craftax
     params = ref.default_params.replace(max_timesteps=CRAFTAX_LIMIT)
 
     def ours(reset_key, keys, actions):
@@ -395,14 +425,17 @@ def test_craftax_matches_the_autoreset_env_and_truncates(name):
         return obs, jax.lax.scan(body, state, (keys, actions))[1]
 
     def program(reset_keys, keys, actions):
-        return jax.vmap(ours)(reset_keys, keys, actions), jax.lax.map(reference, (reset_keys, keys, actions))
+        inputs = (reset_keys, keys, actions)
+        return jax.vmap(ours)(*inputs), jax.lax.map(reference, inputs)
 
     reset_keys = jax.random.split(jax.random.key(5), BATCH)
     keys = jax.random.split(jax.random.key(6), (BATCH, CRAFTAX_STEPS))
-    actions = jax.random.randint(jax.random.key(7), (BATCH, CRAFTAX_STEPS), 0, task.action_space.n, jnp.int32)
-    (obs0, (obs, reward, terminated, truncated, final_obs)), (ref_obs0, (ref_obs, ref_reward, ref_done)) = (
-        run_compiled(program, reset_keys, keys, actions)
+    actions = jax.random.randint(
+        jax.random.key(7), (BATCH, CRAFTAX_STEPS), 0, task.action_space.n, jnp.int32
     )
+    ours_out, ref_out = run_compiled(program, reset_keys, keys, actions)
+    obs0, (obs, reward, terminated, truncated, final_obs) = ours_out
+    ref_obs0, (ref_obs, ref_reward, ref_done) = ref_out
     np.testing.assert_array_equal(obs0, ref_obs0)
     assert_obs_in_space(task, obs)
     # the same keys drive the same worlds, across the reset too

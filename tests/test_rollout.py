@@ -369,3 +369,21 @@ def test_eggroll_trains_on_cartpole_with_finite_bounded_fitness():
         assert float(stats.count) == total_steps
         state, metrics = strategy.tell(state, population, result.fitness)
     assert int(state.generation) == 3
+
+
+# ---- the throughput bench runs the same rollout both ways --------------------------------------
+def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths):
+    import json
+
+    from eggroll_rl import bench
+
+    case = bench.RolloutCase("tiny_rollout", "test/rollout-lengths", (8,), 4, steps=3)
+    report = bench.run([case], repeats=1, log=lambda *_: None)
+    json.dumps(report)  # the --json output must serialise
+    (result,) = report["cases"]
+    seconds = result["rollout_s"]
+    assert seconds["rollout_eggroll"] > 0 and seconds["rollout_inference"] > 0
+    ratio = seconds["rollout_inference"] / seconds["rollout_eggroll"]
+    assert result["rollout_eggroll_vs_inference"] == pytest.approx(ratio)
+    assert report["rollout_eggroll_vs_inference"] == result["rollout_eggroll_vs_inference"]
+    assert result["env_steps_per_s"]["rollout_eggroll"] == pytest.approx(4 * 3 / seconds["rollout_eggroll"])

@@ -34,7 +34,8 @@ def _one_generation_estimates(strategy, theta, target, trials, seed):
     """The step (new mean - mean) of ``trials`` independent generations, one per key.
 
     Compiled once per strategy: a lax.map over keys of ask -> fitness of every member (from
-    member_params) -> tell. With optax.sgd(1.0) the step is the estimate g itself.
+    member_params, or OpenES's materialised members) -> tell. With optax.sgd(1.0) the step is
+    the estimate g itself.
     """
     start = strategy.init(jax.random.key(0), {"w": theta})
     n = strategy.population_size
@@ -42,7 +43,10 @@ def _one_generation_estimates(strategy, theta, target, trials, seed):
     def one(key):
         state = start.replace(key=key)
         population = strategy.ask(state)
-        members = jax.vmap(lambda i: strategy.member_params(population, i)["w"])(jnp.arange(n))
+        if population.members is not None:  # OpenES holds them (equal to member_params: tested)
+            members = population.members["w"]
+        else:
+            members = jax.vmap(lambda i: strategy.member_params(population, i)["w"])(jnp.arange(n))
         fitness = -jnp.sum((members - target) ** 2, axis=(1, 2))
         new_state, _ = strategy.tell(state, population, fitness)
         return (new_state.mean["w"] - theta).ravel()
