@@ -245,6 +245,12 @@ def main(argv=None) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args(argv)
     cases = [c for c in default_cases(args.scale) if not args.case or c.name in args.case]
-    report = run(cases, rank=args.rank, repeats=args.repeats, log=(lambda *_: None) if args.json else print)
+    import contextlib
+    import sys
+
+    # Some suites print on import (Brax: "Failed to import warp"); keep --json output parseable.
+    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet:
+        report = run(cases, rank=args.rank, repeats=args.repeats, log=(lambda *_: None) if args.json else print)
     if args.json:
         print(json.dumps(report))

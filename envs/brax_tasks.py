@@ -4,8 +4,8 @@ Brax envs have no time limit and no autoreset of their own (its training wrapper
 its training agents no longer run on current JAX), so the adapter adds both: episodes are
 truncated at ``episode_length`` (1000, as in the paper) and reset in the same step, per the
 Task contract. The default physics backend is ``spring``: on a 2-core CPU it ran
-inverted_double_pendulum 2.4x faster than ``generalized`` and 4x faster than ``positional``
-(``python experiments/brax_backend_speed.py``, see the README).
+inverted_double_pendulum 2.4x faster than ``generalized`` and 3.0x faster than ``positional``
+(``python experiments/brax_backend_speed.py --steps 50``, see the README).
 """
 
 from __future__ import annotations

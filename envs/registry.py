@@ -72,6 +72,6 @@ def main(argv=None) -> None:
     parser.parse_args(argv)
     for env_id in list_envs():
         print(env_id)
-    for suite, (extra, package) in suites.OPTIONAL_EXTRAS.items():
+    for suite in suites.OPTIONAL_EXTRAS:
         if not any(env_id.startswith(suite + "/") for env_id in list_envs()):
-            print(f"# {suite}/...: not installed (pip install -e \".[{extra}]\")")
+            print(f"# {suite}/...: {suites.missing_extra(suite + '/') or 'not installed'}")
