@@ -1,21 +1,22 @@
-"""Tuned starting points per (env, algorithm): plain data that ``eggroll-rl train`` uses as the
-default config when one exists; any flag still overrides a preset value.
+"""Tuned starting points per (env, algorithm) for ``eggroll-rl train``: a view of the preset
+files, which are the one source of truth.
 
-Each entry records its env-step budget. Values are from runs on the 2-core CPU described in
-the README; the paper's full tuning protocol (20 random-search trials, 10 seeds) is the job of
-``experiments/``.
+The presets are plain TOML data under ``eggroll_rl/experiments/presets/`` (one file per env, one
+table per algorithm, the env-step budget shared); ``eggroll_rl.experiments.preset_files`` reads
+and validates them. ``eggroll-rl train`` uses an env's preset as the default config when one
+exists; any flag still overrides a preset value.
 """
 
 from __future__ import annotations
 
-PRESETS: dict[str, dict[str, dict]] = {
-    "gymnax/CartPole-v1": {
-        "eggroll": {"total_steps": 300_000, "pop_size": 128, "lr": 0.05, "sigma": 0.05},
-        "openes": {"total_steps": 300_000, "pop_size": 128, "lr": 0.05, "sigma": 0.05},
-    },
-}
-
 
 def preset(env_id: str, algo: str) -> dict:
-    """The overrides for ``env_id`` and ``algo`` (empty when there is no preset)."""
-    return dict(PRESETS.get(env_id, {}).get(algo, {}))
+    """The config overrides (budget included) for ``env_id`` and ``algo``; empty if none."""
+    from eggroll_rl.experiments import preset_files
+
+    found = preset_files.for_env(env_id)
+    if found is None or algo not in found.algos:
+        return {}
+    overrides = found.overrides(algo)
+    overrides.pop("algo", None)
+    return overrides

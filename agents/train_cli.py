@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--algo", choices=sorted(CONFIGS))
     parser.add_argument("--env", help="env id, e.g. gymnax/CartPole-v1 (eggroll-rl envs lists them)")
+    parser.add_argument(
+        "--preset",
+        help="a preset by env id or .toml path (eggroll_rl/experiments/presets): its env, budget "
+        "and config as defaults; --algo defaults to eggroll",
+    )
     parser.add_argument("--seed", type=int, action="append", help="repeat for several seeds (vmapped)")
     parser.add_argument("--total-steps", type=int, help="env-step budget per seed")
     parser.add_argument("--out", type=pathlib.Path, help="run folder (default runs/ALGO-ENV-TIME)")
@@ -58,6 +63,12 @@ def build(argv: list[str]):
     if args.help and not args.algo:
         parser.print_help()
         raise SystemExit(0)
+    chosen = None
+    if args.preset and args.resume is None:
+        from eggroll_rl.experiments.preset_files import load
+
+        chosen = load(args.preset)  # a PresetError (ValueError) names the file and field
+        args.env, args.algo = args.env or chosen.env, args.algo or "eggroll"
     if not args.algo or not args.env:
         parser.error("--algo and --env are required (or --resume RUN_DIR)")
     from eggroll_rl import envs
@@ -69,7 +80,7 @@ def build(argv: list[str]):
 
         from eggroll_rl.agents.presets import preset
 
-        overrides = preset(args.env, args.algo)
+        overrides = chosen.overrides(args.algo) if chosen else preset(args.env, args.algo)
         if config_cls is ESConfig:
             overrides["algo"] = args.algo
         default = config_cls(**overrides)
