@@ -1,0 +1,161 @@
+"""Integer EGGROLL: int8 low-rank noise, sign fitness and a +-1 update with no optimiser state.
+
+The integer counterpart of ``strategies.Eggroll`` for ``Int8MLP`` parameters. Every generation
+each antithetic pair ``p`` gets, per layer, two int8 factors ``A (r, out)`` and ``B (r, in)`` of
+``round(16 * N(0, 1))`` (clipped to [-127, 127]) from ``fold_in(fold_in(key, generation), p)``;
+members ``2p`` and ``2p + 1`` add ``+(x B^T) A`` and ``-(x B^T) A`` at ``noise_shift`` extra
+fractional bits, so in weight units sigma is ``256 / 2^noise_shift`` (a power of two). A pair's
+fitness is the sign of its return difference (+1, 0, -1). The update accumulates
+``Z = sum_p f_p B_p^T A_p`` in int32 and moves a weight by ``sign(Z)`` (one int8 step) where
+``|Z|`` reaches the layer's threshold: the ``ceil(alpha * size)``-th largest ``|Z|`` (and at
+least 1), so about a fraction ``alpha`` of each kernel moves. ``alpha`` decays geometrically
+to a floor. Weights stay in [-127, 127].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+from eggroll_rl.int8 import INT8_MAX, NOISE_SCALE, Int8MLP, Int8Noise, Int8Params
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Int8Eggroll:
+    """Integer EGGROLL for one ``Int8MLP`` (hashable by identity, a static ``jit`` argument).
+
+    Arguments:
+      model: the int8 network whose kernels are evolved.
+      population_size: members per generation, even (antithetic pairs).
+      rank: rank of every layer's noise.
+      noise_shift: fractional bits of the perturbation; sigma = 2^(8 - noise_shift) weight units.
+      alpha, alpha_decay, alpha_min: fraction of each kernel that moves at generation g is
+        ``max(alpha * alpha_decay^g, alpha_min)``.
+    """
+
+    model: Int8MLP
+    population_size: int
+    rank: int = 1
+    noise_shift: int = 6
+    alpha: float = 0.1
+    alpha_decay: float = 0.995
+    alpha_min: float = 0.01
+
+    def __post_init__(self):
+        if self.population_size < 2 or self.population_size % 2:
+            raise ValueError(
+                f"population_size={self.population_size} must be even and >= 2: members 2p and "
+                "2p+1 are an antithetic pair."
+            )
+        smallest = min(min(shape) for shape in self.model.kernel_shapes)
+        if not 1 <= self.rank <= smallest:
+            raise ValueError(f"rank must be in [1, {smallest}] for this model, got {self.rank}.")
+        if not 0 <= self.noise_shift <= 16:
+            raise ValueError(f"noise_shift must be in [0, 16], got {self.noise_shift}.")
+        if not 0 < self.alpha_min <= self.alpha <= 1 or not 0 < self.alpha_decay <= 1:
+            raise ValueError(
+                "need 0 < alpha_min <= alpha <= 1 and 0 < alpha_decay <= 1, got "
+                f"alpha={self.alpha}, alpha_decay={self.alpha_decay}, alpha_min={self.alpha_min}."
+            )
+
+    @property
+    def num_pairs(self) -> int:
+        return self.population_size // 2
+
+    def alpha_at(self, generation: jax.Array) -> jax.Array:
+        decayed = self.alpha * jnp.power(jnp.float32(self.alpha_decay), generation)
+        return jnp.maximum(decayed, self.alpha_min)
+
+    def draw(self, key: jax.Array, generation: jax.Array) -> tuple[Int8Noise, ...]:
+        """Every pair's int8 factors per layer: ``a (pairs, r, out)``, ``b (pairs, r, in)``."""
+        shapes = self.model.kernel_shapes
+        total = sum(self.rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
+        generation_key = jax.random.fold_in(key, generation)
+
+        def one(pair):
+            normal = jax.random.normal(jax.random.fold_in(generation_key, pair), (total,))
+            return jnp.clip(jnp.round(normal * NOISE_SCALE), -INT8_MAX, INT8_MAX).astype(jnp.int8)
+
+        flat = jax.vmap(one)(jnp.arange(self.num_pairs))
+        noise, offset = [], 0
+        for fan_in, fan_out in shapes:
+            size = self.rank * (fan_in + fan_out)
+            both = flat[:, offset : offset + size].reshape(-1, self.rank, fan_in + fan_out)
+            offset += size
+            noise.append(Int8Noise(a=both[..., fan_in:], b=both[..., :fan_in]))
+        return tuple(noise)
+
+    def member_signs(self) -> jax.Array:
+        return jnp.tile(jnp.asarray([1, -1], jnp.int32), self.num_pairs)
+
+    def population_forward(
+        self, params: Int8Params, noise: tuple[Int8Noise, ...], x: jax.Array
+    ) -> jax.Array:
+        """Every member's int32 head: ``x (population, ..., obs_size)`` int8, one row per member.
+
+        Kernels stay shared (``x @ W`` is one batched int8 matmul over the whole population);
+        each member adds its rank-r term from its pair's factors.
+        """
+        per_member = jax.tree_util.tree_map(lambda v: jnp.repeat(v, 2, axis=0), noise)
+
+        def member(member_noise, sign, xi):
+            return self.model.forward(params, xi, member_noise, sign, self.noise_shift)
+
+        return jax.vmap(member)(per_member, self.member_signs(), x)
+
+    def pair_fitness(self, returns: jax.Array) -> jax.Array:
+        """``sign(R_2p - R_2p+1)`` per pair, int32 in {-1, 0, 1}."""
+        returns = returns.reshape(self.num_pairs, 2)
+        return jnp.sign(returns[:, 0] - returns[:, 1]).astype(jnp.int32)
+
+    def update(
+        self,
+        params: Int8Params,
+        noise: tuple[Int8Noise, ...],
+        returns: jax.Array,
+        generation: jax.Array,
+    ) -> tuple[Int8Params, dict]:
+        """One integer step from every member's return; returns ``(params, metrics)``."""
+        fitness = self.pair_fitness(returns)
+        alpha = self.alpha_at(generation)
+        new, moved = [], []
+        for w, n in zip(params, noise):
+            z = accumulate(fitness, n)
+            step = sign_step(z, alpha)
+            new.append(apply_step(w, step))
+            moved.append(jnp.sum(step != 0))
+        total = sum(math.prod(w.shape) for w in params)
+        metrics = {
+            "alpha": alpha,
+            "moved_fraction": sum(moved) / total,
+            "pairs_tied": jnp.mean(fitness == 0),
+        }
+        return tuple(new), metrics
+
+
+def accumulate(fitness: jax.Array, noise: Int8Noise) -> jax.Array:
+    """``Z = sum_p f_p B_p^T A_p`` in int32, ``(in, out)``, without any per-pair matrix."""
+    scaled_b = noise.b.astype(jnp.int32) * fitness[:, None, None]
+    fan_in, fan_out = noise.b.shape[-1], noise.a.shape[-1]
+    return jax.lax.dot_general(
+        scaled_b.reshape(-1, fan_in),
+        noise.a.astype(jnp.int32).reshape(-1, fan_out),
+        (((0,), (0,)), ((), ())),
+        preferred_element_type=jnp.int32,
+    )
+
+
+def sign_step(z: jax.Array, alpha: jax.Array) -> jax.Array:
+    """``sign(Z)`` where ``|Z|`` reaches the ``ceil(alpha * size)``-th largest ``|Z|`` (>= 1), else 0."""
+    magnitude = jnp.abs(z).reshape(-1)
+    count = jnp.clip(jnp.ceil(alpha * magnitude.size).astype(jnp.int32), 1, magnitude.size)
+    threshold = jnp.maximum(jnp.sort(magnitude)[magnitude.size - count], 1)
+    return jnp.where(jnp.abs(z) >= threshold, jnp.sign(z), 0).astype(jnp.int32)
+
+
+def apply_step(w: jax.Array, step: jax.Array) -> jax.Array:
+    """``clip(w + step, -127, 127)`` as int8."""
+    return jnp.clip(w.astype(jnp.int32) + step, -INT8_MAX, INT8_MAX).astype(jnp.int8)
