@@ -9,13 +9,14 @@ strategy, so EGGROLL and OpenES differ only in their noise.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
+from eggroll_rl import distributed
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.rollout import evaluate, rollout
 from eggroll_rl.envs.task import Task
@@ -47,6 +48,8 @@ class ESConfig:
     hidden: tuple[int, ...] = (256, 256, 256)
     layer_norm: bool = True
     eval_episodes: int = 10
+    devices: int = 0
+    """Devices to split the population over (0: all devices of all processes)."""
 
     def validate(self) -> None:
         if self.algo not in ("eggroll", "openes"):
@@ -68,6 +71,8 @@ class ESConfig:
                 raise ValueError(f"es: {name} must be >= 1, got {getattr(self, name)}.")
         if self.weight_decay < 0:
             raise ValueError(f"es: weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.devices < 0:
+            raise ValueError(f"es: devices must be >= 0 (0: all), got {self.devices}.")
 
 
 @struct.dataclass
@@ -89,13 +94,21 @@ def _optimizer(config: ESConfig) -> optax.GradientTransformation:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ESTrainer:
-    """Pure functions of one ES configuration on one task (hashable by identity for jit)."""
+    """Pure functions of one ES configuration on one task (hashable by identity for jit).
+
+    ``mesh`` (default: ``make_population_mesh(config.devices)``) splits the population over
+    devices; the state stays replicated, so results match a one-device run.
+    """
 
     task: Task
     config: ESConfig
+    mesh: Optional[jax.sharding.Mesh] = None
 
     def __post_init__(self):
         self.config.validate()
+        if self.mesh is None:
+            object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
+        distributed.check_divisible(self.config.pop_size, self.mesh, "es: pop_size")
 
     @property
     def name(self) -> str:
@@ -119,6 +132,7 @@ class ESTrainer:
             fitness_shaping="centered_rank" if c.rank_transform else "zscore",
             noise_reuse=c.noise_reuse,
             nonfinite_fitness="skip",
+            mesh=self.mesh,
         )
         if c.algo == "openes":
             return OpenES(c.pop_size, sigma, **common)
@@ -128,12 +142,13 @@ class ESTrainer:
         key, key_net, key_es = jax.random.split(key, 3)
         obs_shape = self.task.observation_space.shape
         params = self.network.init(key_net, jnp.zeros(obs_shape, jnp.float32))
-        return ESState(
+        state = ESState(
             evo=self.strategy.init(key_es, params),
             obs_stats=obs_norm.init(obs_shape),
             key=key,
             env_steps=jnp.zeros((), jnp.int32),
         )
+        return distributed.replicate(state, self.mesh)
 
     def generation(self, state: ESState, _=None):
         c, strategy = self.config, self.strategy

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from eggroll_rl import distributed
 from eggroll_rl import fitness_shaping as shaping_lib
 from eggroll_rl import layer, noise as noise_lib
 
@@ -70,6 +71,12 @@ class _EvolutionStrategy:
       nonfinite_fitness: "raise" (default) or "skip" (leave params unchanged that generation).
       cap_rank: give a matrix with a side smaller than ``rank`` (e.g. a 2-action head at rank
         4) rank ``min(rank, m, n)`` instead of raising.
+      mesh: a ``jax.sharding.Mesh`` (e.g. ``distributed.make_population_mesh()``) to split the
+        population axis over, every mesh axis together; None or one device: no sharding.
+        ``population_size`` must be a multiple of the mesh size (checked here). The population's
+        noise and members and ``population_apply``'s inputs and outputs are sharded; ``tell``
+        gathers the fitness and every device regenerates all noise from the key and computes
+        the identical, replicated update.
     """
 
     _materialise_members = False
@@ -86,6 +93,7 @@ class _EvolutionStrategy:
         noise_reuse: int = 1,
         nonfinite_fitness: str = "raise",
         cap_rank: bool = False,
+        mesh: Optional[jax.sharding.Mesh] = None,
     ):
         if not isinstance(population_size, (int, np.integer)) or population_size < 1:
             raise ValueError(f"population_size must be a positive int, got {population_size!r}.")
@@ -107,6 +115,8 @@ class _EvolutionStrategy:
             raise ValueError(
                 f"nonfinite_fitness must be 'raise' or 'skip', got {nonfinite_fitness!r}."
             )
+        distributed.check_divisible(int(population_size), mesh, "population_size")
+        self.mesh = mesh
         self.cap_rank = cap_rank
         self.population_size = int(population_size)
         self.sigma = sigma
@@ -143,11 +153,13 @@ class _EvolutionStrategy:
     def _draws_of(self, population: Population) -> list:
         """Per-draw noise leaves (one row per draw, not per member), regenerated if not held."""
         treedef = jax.tree_util.tree_structure(population.mean)
-        if population.noise is None:
+        if population.noise is None or distributed.mesh_size(self.mesh) > 1:
+            # Sharded populations hold a slice of the noise per device: regenerate all of it.
             noise = self._draw_noise(
                 population.key, population.generation, population.mean,
                 jnp.arange(self.num_draws),
             )
+            noise = distributed.replicate(noise, self.mesh)
         else:
             noise = self._per_draw(population.noise)
         return treedef.flatten_up_to(noise)
@@ -197,7 +209,9 @@ class _EvolutionStrategy:
         draws = self._draw_noise(state.key, state.generation, state.mean, jnp.arange(self.num_draws))
         population = Population(
             mean=state.mean,
-            noise=jax.tree_util.tree_map(self._rows_per_member, draws),
+            noise=distributed.shard_rows(
+                jax.tree_util.tree_map(self._rows_per_member, draws), self.mesh
+            ),
             members=None,
             sigma=sigma,
             key=state.key,
@@ -205,7 +219,8 @@ class _EvolutionStrategy:
         )
         if not self._materialise_members:
             return population
-        return population.replace(noise=None, members=self._materialised_members(population))
+        members = distributed.shard_rows(self._materialised_members(population), self.mesh)
+        return population.replace(noise=None, members=members)
 
     def _rows_per_member(self, per_draw: jax.Array) -> jax.Array:
         # One row per member (antithetic partners hold the same draw): the forward pass then
@@ -232,10 +247,13 @@ class _EvolutionStrategy:
 
         ``xs`` (an array or pytree) has a leading axis of size ``population_size``. Meant to be
         called inside ``jit``/``lax.scan``, once per environment step: it generates no noise.
+        With a mesh, ``xs`` and the outputs are sharded over it along the population axis.
         """
         self._check_population_axis(xs, "xs")
+        xs = distributed.shard_rows(xs, self.mesh)
         if population.members is not None:
-            return jax.vmap(lambda p, x: apply_fn(p, x, *args, **kwargs))(population.members, xs)
+            out = jax.vmap(lambda p, x: apply_fn(p, x, *args, **kwargs))(population.members, xs)
+            return distributed.shard_rows(out, self.mesh)
 
         leaves, treedef = jax.tree_util.tree_flatten(population.mean)
         noise = treedef.flatten_up_to(population.noise)
@@ -262,7 +280,7 @@ class _EvolutionStrategy:
                 kwargs,
             )
 
-        return jax.vmap(member)(noise, self._member_signs(), xs)
+        return distributed.shard_rows(jax.vmap(member)(noise, self._member_signs(), xs), self.mesh)
 
     def _warn_materialised(self, leaves, noise, shared) -> None:
         for i, leaf_noise in enumerate(noise):
@@ -304,6 +322,7 @@ class _EvolutionStrategy:
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _tell(self, state: EvoState, population: Population, fitness, check_in_graph: bool):
+        fitness = distributed.replicate(fitness, self.mesh)  # the only gather: N floats
         if check_in_graph:
             jax.debug.callback(_raise_if_nonfinite, fitness)
         finite = jnp.all(jnp.isfinite(fitness))
