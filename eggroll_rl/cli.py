@@ -9,6 +9,8 @@ COMMANDS = {
     "bench": ("eggroll_rl.bench", "throughput of EGGROLL vs batched inference and OpenES"),
     "demo": ("eggroll_rl.demo", "train a small regression MLP with EGGROLL (install check)"),
     "envs": ("eggroll_rl.envs.registry", "list every env id that can be made here"),
+    "compare": ("eggroll_rl.experiments.compare", "run algorithms side by side: results, curves, summary"),
+    "plot": ("eggroll_rl.experiments.plot", "redraw learning curves from compare result folders"),
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import tomllib
+import types
 import typing
 from typing import Any, Optional, Union
 
@@ -158,10 +159,9 @@ def check_table(where: str, algo: str, table: dict) -> dict:
     checked = {}
     for key, value in table.items():
         if key not in fields:
-            where = "the top level (shared by every algorithm)" if key in _RESERVED else None
             raise PresetError(
                 f"{where}: [{algo}] {key} "
-                + (f"belongs at {where}." if where else
+                + ("belongs at the top level (shared by every algorithm)." if key in _RESERVED else
                    f"is not a field of {ALGOS[algo].__name__}; known fields: "
                    f"{', '.join(sorted(fields))}.")
             )
@@ -172,6 +172,9 @@ def check_table(where: str, algo: str, table: dict) -> dict:
 def _coerce(value: Any, expected: Any, where: str) -> Any:
     """``value`` as type ``expected`` (int, float, bool, str or tuple[int, ...]) or an error."""
     origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]: TOML has no null, so X
+        (expected, *_) = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+        return _coerce(value, expected, where)
     if origin is tuple:
         (item, *_) = typing.get_args(expected)
         if isinstance(value, (list, tuple)):

@@ -1,0 +1,202 @@
+"""Presets, compare, plot: the experiments pipeline end to end on a tiny budget.
+
+One tiny comparison (CartPole, 8-unit network, 2 seeds, a few thousand steps) is shared by the
+module; it is run in two parts to check that finished (env, algo) pairs are kept and skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from eggroll_rl.agents.es import ESConfig
+from eggroll_rl.agents.ppo import PPOConfig
+from eggroll_rl.envs import suites
+from eggroll_rl.experiments import compare, plot, preset_files, results
+
+ENV = "gymnax/CartPole-v1"
+TINY = compare.parse_set(
+    ["hidden=[8]", "pop_size=8", "eval_episodes=2", "ppo.num_envs=4", "ppo.num_steps=16"]
+)
+
+
+# ---- presets ---------------------------------------------------------------------------
+
+
+def test_every_paper_env_has_a_preset_and_nothing_else_does():
+    assert preset_files.names() == sorted(compare.PAPER_ENVS)
+
+
+@pytest.mark.parametrize("name", preset_files.names())
+def test_every_preset_loads_and_builds_valid_configs(name):
+    preset = preset_files.load(name)
+    assert preset.env == name and preset.note
+    assert set(preset.algos) == {"eggroll", "openes", "ppo"}
+    for algo in preset.algos:
+        config = preset.config(algo)
+        assert isinstance(config, PPOConfig if algo == "ppo" else ESConfig)
+        assert config.total_steps == preset.total_steps  # one budget for every algorithm
+        if algo != "ppo":
+            assert config.algo == algo
+    suite = name.split("/", 1)[0]
+    expected_extra = suites.OPTIONAL_EXTRAS[suite][0] if suite in suites.OPTIONAL_EXTRAS else None
+    assert preset.extra == expected_extra
+    assert preset.config("ppo") == PPOConfig(total_steps=preset.total_steps)  # PPO: defaults
+
+
+def test_agents_presets_is_a_view_of_the_files():
+    from eggroll_rl.agents.presets import preset
+
+    expected = {"total_steps": 300_000, "pop_size": 128, "lr": 0.05, "sigma": 0.05}
+    assert preset(ENV, "eggroll") == expected
+    assert preset(ENV, "openes") == expected
+    assert preset("custom/none", "eggroll") == {}
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text('env = "gymnax/CartPole-v1"\ntotal_steps = 1000\nnote = "test"\n' + text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[eggroll]\npopsize = 8\n", r"bad.toml: \[eggroll\] popsize is not a field of ESConfig"),
+        ("colour = 1\n", r"bad.toml: unknown field 'colour'"),
+        ('[eggroll]\nlr = "fast"\n', r"\[eggroll\] lr = 'fast' has type str, expected float"),
+        ("[ppo]\nnum_envs = true\n", r"\[ppo\] num_envs = True has type bool, expected int"),
+        ("[eggroll]\nhidden = 64\n", r"\[eggroll\] hidden = 64 has type int, expected an array of int"),
+        ("[eggroll]\nhidden = [64, 0.5]\n", r"hidden\[1\] = 0.5 has type float, expected int"),
+        ('[eggroll]\nrank_transform = "yes"\n', r"rank_transform = 'yes' has type str, expected a bool"),
+        ("[openes]\ntotal_steps = 5\n", r"\[openes\] total_steps belongs at the top level"),
+        ("[eggroll]\npop_size = 7\n", r"bad.toml: \[eggroll\]: es: pop_size=7 must be even"),
+    ],
+)
+def test_bad_presets_name_the_file_field_and_expected_type(tmp_path, text, expected):
+    with pytest.raises(preset_files.PresetError, match=expected):
+        preset_files.load(_write(tmp_path, text))
+
+
+def test_missing_fields_and_unknown_names_are_reported(tmp_path):
+    path = tmp_path / "short.toml"
+    path.write_text('env = "gymnax/CartPole-v1"\n')
+    with pytest.raises(preset_files.PresetError, match="missing required field.*total_steps"):
+        preset_files.load(path)
+    with pytest.raises(preset_files.PresetError, match="Closest: gymnax/CartPole-v1"):
+        preset_files.load("gymnax/CartPole-v2")
+
+
+def test_train_preset_flag_loads_a_preset_and_flags_still_override(tmp_path):
+    from eggroll_rl.agents.train_cli import build
+
+    path = _write(tmp_path, "[eggroll]\npop_size = 16\n[ppo]\nnum_envs = 8\n")
+    trainer, loop, *_ = build(["--preset", str(path), "--lr", "0.2"])
+    assert trainer.config.algo == "eggroll" and trainer.config.pop_size == 16
+    assert trainer.config.lr == 0.2 and loop.total_steps == 1000
+    trainer, *_ = build(["--preset", ENV, "--algo", "ppo"])
+    assert trainer.config == PPOConfig(total_steps=300_000)
+    with pytest.raises(ValueError, match="bad.toml: unknown field 'oops'"):
+        build(["--preset", str(_write(tmp_path, "oops = 1\n"))])
+
+
+def test_set_overrides_are_typed_and_routed_per_algo():
+    assert TINY["*"] == {"hidden": (8,), "pop_size": 8, "eval_episodes": 2}
+    assert TINY["ppo"] == {"num_envs": 4, "num_steps": 16}
+    with pytest.raises(ValueError, match="expected float"):
+        compare.parse_set(["lr=fast"])
+    with pytest.raises(ValueError, match="'nope' is not a config field"):
+        compare.parse_set(["nope=1"])
+
+
+# ---- compare and plot ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    plan = compare.Plan(
+        env_ids=(ENV,), algos=("eggroll",), seeds=(0, 1), out=out, total_steps=3000,
+        overrides=TINY, evals=4, progress=False, command="test",
+    )
+    first = compare.run_plan(plan, log=lambda _: None)
+    first_rows = results.read(out / "results.csv")
+    messages = []
+    meta = compare.run_plan(dataclasses.replace(plan, algos=compare.ALGOS), log=messages.append)
+    return out, plan, first, first_rows, meta, messages
+
+
+def test_compare_writes_results_curves_summary_and_meta(comparison):
+    out, plan, _, _, meta, _ = comparison
+    with (out / "results.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == results.COLUMNS
+        rows = list(reader)
+    assert {row["algo"] for row in rows} == set(compare.ALGOS)
+    for algo in compare.ALGOS:
+        algo_rows = [r for r in rows if r["algo"] == algo]
+        assert {r["seed"] for r in algo_rows} == {"0", "1"}
+        assert max(int(r["env_steps"]) for r in algo_rows) >= 3000  # the budget is spent
+    png = (out / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    summary = (out / "summary.md").read_text()
+    for algo in compare.ALGOS:
+        assert f"| {algo} |" in summary
+    assert "random policy return" in summary and "threshold 475" in summary
+    saved = json.loads((out / "meta.json").read_text())
+    assert saved == json.loads(json.dumps(meta, default=str))
+    for key in ("command", "date", "cores", "jax", "backend"):
+        assert saved[key]
+    info = saved["envs"][ENV]
+    assert set(info["algos"]) == set(compare.ALGOS) and info["seeds"] == [0, 1]
+    assert info["algos"]["ppo"]["config"]["num_envs"] == 4
+    assert (out / "runs" / ENV / "ppo" / "metrics.csv").exists()
+
+
+def test_finished_pairs_are_kept_and_skipped(comparison):
+    out, _, first, first_rows, _, messages = comparison
+    assert {r["algo"] for r in first_rows} == {"eggroll"}
+    assert any("skip gymnax/CartPole-v1 eggroll" in m for m in messages)
+    kept = [r for r in results.read(out / "results.csv") if r["algo"] == "eggroll"]
+    assert kept == first_rows  # not rerun
+    assert first["envs"][ENV]["algos"]["eggroll"]["finished"]
+
+
+def test_rerun_with_other_seeds_refuses_to_mix_results(comparison):
+    out, plan, *_ = comparison
+    with pytest.raises(ValueError, match="pick another --out"):
+        compare.run_plan(dataclasses.replace(plan, seeds=(0, 1, 2)), log=lambda _: None)
+
+
+def test_unavailable_env_is_skipped_with_a_note(comparison, tmp_path):
+    plan = dataclasses.replace(comparison[1], env_ids=("kinetix/l/hard_pinball",), out=tmp_path)
+    meta = compare.run_plan(plan, log=lambda _: None)
+    assert "kinetix-env" in meta["envs"]["kinetix/l/hard_pinball"]["skipped"]
+    assert "Skipped: " in (tmp_path / "summary.md").read_text()
+
+
+def test_plot_redraws_one_folder_and_overlays_several(comparison, tmp_path, capsys):
+    out = comparison[0]
+    (out / "curves.png").unlink()
+    plot.main([str(out)])
+    assert (out / "curves.png").stat().st_size > 10_000
+    other = tmp_path / "other"
+    shutil.copytree(out, other, ignore=shutil.ignore_patterns("runs"))
+    overlay = tmp_path / "overlay.png"
+    plot.main([str(out), str(other), "--out", str(overlay)])
+    assert overlay.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(SystemExit):
+        plot.main([str(tmp_path / "empty")])
+
+
+def test_summary_normalises_by_ppo_only_when_ppo_beats_random():
+    from eggroll_rl.experiments import report
+
+    assert report.normalised(60.0, (110.0, 1.0), 10.0) == "0.50"
+    assert report.normalised(-150.0, (-200.0, 5.0), -1200.0) == "1.05"
+    assert "PPO near random" in report.normalised(50.0, (12.0, 3.0), 10.0)
+    assert report.normalised(50.0, None, 10.0) == "no PPO run"
