@@ -17,6 +17,7 @@ import pathlib
 import sys
 
 from eggroll_rl.agents.es import ESConfig, ESTrainer
+from eggroll_rl.agents.int8_es import Int8ESConfig, Int8ESTrainer
 from eggroll_rl.agents.loop import LoopConfig, run
 from eggroll_rl.agents.ppo import PPO, PPOConfig
 
@@ -44,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--iterations-per-chunk", type=int, default=None)
     parser.add_argument("--checkpoint-every", type=int, default=5, help="chunks between checkpoints")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--int8", action="store_true",
+        help="eggroll only: int8 policy, integer EGGROLL; exports run_dir/policy_int8.npz",
+    )
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -56,7 +61,8 @@ def build(argv: list[str]):
         saved = json.loads((args.resume / "config.json").read_text())
         args.algo, args.env = saved["algo"], saved["env"]
         args.seed = saved["seeds"]
-        config = CONFIGS[args.algo](**_tuples(saved["config"]))
+        args.int8 = saved.get("int8", False)
+        config = (Int8ESConfig if args.int8 else CONFIGS[args.algo])(**_tuples(saved["config"]))
         loop_saved = saved["loop"]
         args.iterations_per_chunk = loop_saved["iterations_per_chunk"]
         args.checkpoint_every = loop_saved["checkpoint_every"]
@@ -74,13 +80,17 @@ def build(argv: list[str]):
     from eggroll_rl import envs
 
     task = envs.make(args.env)  # unknown ids fail here, before any compile
-    config_cls = CONFIGS[args.algo]
+    if args.int8 and args.algo != "eggroll":
+        parser.error(f"--int8 trains integer EGGROLL: use it with --algo eggroll, not {args.algo}")
+    config_cls = Int8ESConfig if args.int8 else CONFIGS[args.algo]
     if args.resume is None:
         import tyro
 
         from eggroll_rl.agents.presets import preset
 
         overrides = chosen.overrides(args.algo) if chosen else preset(args.env, args.algo)
+        if args.int8:
+            overrides = {}  # presets hold float-ES fields; Int8ESConfig has its own defaults
         if config_cls is ESConfig:
             overrides["algo"] = args.algo
         default = config_cls(**overrides)
@@ -92,7 +102,10 @@ def build(argv: list[str]):
     elif rest:
         parser.error(f"--resume continues with the saved config; drop {' '.join(rest)}")
     config.validate()
-    trainer = ESTrainer(task, config) if config_cls is ESConfig else PPO(task, config)
+    if config_cls is Int8ESConfig:
+        trainer = Int8ESTrainer(task, config)
+    else:
+        trainer = ESTrainer(task, config) if config_cls is ESConfig else PPO(task, config)
     seeds = tuple(args.seed or [0])
     chunk = args.iterations_per_chunk or (5 if config_cls is ESConfig else 10)
     loop = LoopConfig(
@@ -113,6 +126,8 @@ def build(argv: list[str]):
         "config": dataclasses.asdict(config),
         "loop": {"iterations_per_chunk": chunk, "checkpoint_every": args.checkpoint_every},
     }
+    if args.int8:
+        record["int8"] = True
     return trainer, loop, pathlib.Path(run_dir), args.resume is not None, record
 
 
@@ -122,6 +137,10 @@ def _tuples(fields: dict) -> dict:
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from eggroll_rl import distributed
+
+    # Multi-host: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID on every host.
+    distributed.initialize()
     try:
         trainer, loop, run_dir, resume, record = build(argv)
     except ValueError as error:
@@ -144,6 +163,8 @@ def export(trainer, state, run_dir: pathlib.Path, record: dict) -> pathlib.Path:
     from eggroll_rl.envs.playback import save_policy
 
     first = jax.tree_util.tree_map(lambda x: x[0], state)
+    if isinstance(trainer, Int8ESTrainer):
+        return trainer.save(first, run_dir)
     deployed = trainer.policy(first)
     config = record["config"]
     network = {

@@ -1,0 +1,214 @@
+"""The integer EGGROLL trainer: an int8 policy evolved with +-1 steps, deployable as is.
+
+One generation: draw the int8 noise -> run every member's episodes (``run_episodes`` with the
+integer population forward as the policy) -> pair fitness signs -> the integer update ->
+pooled observation statistics, as in ``agents.es``. There is no optimiser state: the state is
+the int8 kernels, the obs statistics, a key, the generation and the env-step count. The mean
+policy it evaluates is exactly the int8 network ``save_int8`` exports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from eggroll_rl import int8 as int8_lib
+from eggroll_rl.envs import obs_norm
+from eggroll_rl.envs.rollout import evaluate, run_episodes
+from eggroll_rl.envs.task import Task
+from eggroll_rl.int8 import Int8MLP
+from eggroll_rl.int8_strategy import Int8Eggroll
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8ESConfig:
+    """Integer EGGROLL hyperparameters; the defaults solve gymnax CartPole-v1.
+
+    ``noise_shift`` sets sigma = 2^(8 - noise_shift) int8 weight units; ``alpha`` is the
+    fraction of each kernel that moves per generation, decaying by ``alpha_decay`` to
+    ``alpha_min``; ``input_bits`` are the fractional bits of the quantised observations.
+    """
+
+    algo: str = "eggroll"
+    total_steps: int = 1_000_000
+    pop_size: int = 64
+    rank: int = 1
+    noise_shift: int = 6
+    alpha: float = 0.1
+    alpha_decay: float = 0.995
+    alpha_min: float = 0.01
+    n_parallel_evaluations: int = 1
+    normalize_obs: bool = True
+    hidden: tuple[int, ...] = (64, 64)
+    input_bits: int = 5
+    weight_init: int = 16
+    eval_episodes: int = 10
+
+    def validate(self) -> None:
+        if self.algo != "eggroll":
+            raise ValueError(f"int8 training is EGGROLL only, got algo={self.algo!r}.")
+        if self.pop_size < 2 or self.pop_size % 2:
+            raise ValueError(
+                f"int8: pop_size={self.pop_size} must be even and >= 2 (antithetic pairs)."
+            )
+        for name in ("rank", "n_parallel_evaluations", "eval_episodes", "total_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"int8: {name} must be >= 1, got {getattr(self, name)}.")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"int8: hidden must be positive widths, got {self.hidden}.")
+        if not 0 <= self.noise_shift <= 16:
+            raise ValueError(f"int8: noise_shift must be in [0, 16], got {self.noise_shift}.")
+        if not 0 < self.alpha_min <= self.alpha <= 1:
+            raise ValueError(
+                f"int8: need 0 < alpha_min <= alpha <= 1, got alpha={self.alpha}, "
+                f"alpha_min={self.alpha_min}."
+            )
+        if not 0 < self.alpha_decay <= 1:
+            raise ValueError(f"int8: alpha_decay must be in (0, 1], got {self.alpha_decay}.")
+
+
+@struct.dataclass
+class Int8ESState:
+    params: Any  # tuple of int8 kernels
+    obs_stats: Any
+    key: jax.Array
+    generation: jax.Array
+    env_steps: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Int8ESTrainer:
+    """Pure functions of one int8 configuration on one task (hashable by identity for jit)."""
+
+    task: Task
+    config: Int8ESConfig
+
+    def __post_init__(self):
+        self.config.validate()
+        if len(self.task.observation_space.shape) != 1:
+            raise ValueError(
+                f"{self.task.env_id}: the int8 policy is an MLP over flat observations, got "
+                f"observation shape {self.task.observation_space.shape}."
+            )
+
+    @property
+    def name(self) -> str:
+        return "eggroll-int8"
+
+    @functools.cached_property
+    def network(self) -> Int8MLP:
+        return _network(self.task, self.config)
+
+    @functools.cached_property
+    def strategy(self) -> Int8Eggroll:
+        return _strategy(self.task, self.config)
+
+    def init(self, key: jax.Array) -> Int8ESState:
+        key, key_net = jax.random.split(key)
+        obs_shape = self.task.observation_space.shape
+        return Int8ESState(
+            params=self.network.init(key_net),
+            obs_stats=obs_norm.init(obs_shape),
+            key=key,
+            generation=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+
+    def generation(self, state: Int8ESState, _=None):
+        c, strategy, model = self.config, self.strategy, self.network
+        key, key_noise, key_rollout = jax.random.split(state.key, 3)
+        noise = strategy.draw(key_noise, state.generation)
+
+        def policy(obs):
+            head = strategy.population_forward(state.params, noise, model.quantize(obs))
+            return model.dequantize(head), None
+
+        episodes = run_episodes(
+            self.task,
+            policy,
+            key_rollout,
+            (c.pop_size, c.n_parallel_evaluations),
+            deterministic=True,
+            obs_stats=state.obs_stats if c.normalize_obs else None,
+        )
+        returns = episodes.returns.mean(axis=1)
+        params, metrics = strategy.update(state.params, noise, returns, state.generation)
+        env_steps = state.env_steps + episodes.lengths.sum()
+        new_state = Int8ESState(
+            params=params,
+            obs_stats=episodes.obs_stats if c.normalize_obs else state.obs_stats,
+            key=key,
+            generation=state.generation + 1,
+            env_steps=env_steps,
+        )
+        return new_state, {
+            "env_steps": env_steps,
+            "fitness_mean": jnp.mean(returns),
+            "fitness_max": jnp.max(returns),
+            **metrics,
+        }
+
+    def train_chunk(self, state: Int8ESState, num_iterations: int):
+        return jax.lax.scan(self.generation, state, None, num_iterations)
+
+    def evaluate(self, state: Int8ESState, key: jax.Array) -> jax.Array:
+        """Mean return of the int8 mean policy on fresh episodes (deterministic)."""
+        c = self.config
+        return evaluate(
+            self.task,
+            self.network.apply,
+            state.params,
+            key,
+            c.eval_episodes,
+            deterministic=True,
+            obs_stats=state.obs_stats if c.normalize_obs else None,
+        ).mean_return
+
+    def policy(self, state: Int8ESState) -> dict:
+        return {"params": state.params, "obs_stats": state.obs_stats}
+
+    def save(self, state: Int8ESState, run_dir: pathlib.Path) -> pathlib.Path:
+        """Write one seed's int8 policy to ``run_dir/policy_int8.npz`` (see ``int8_numpy``)."""
+        stats = state.obs_stats if self.config.normalize_obs else None
+        path = pathlib.Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return pathlib.Path(
+            int8_lib.save(path / "policy_int8.npz", self.network, state.params, stats,
+                          self.task.env_id)
+        )
+
+
+def _network(task: Task, config: Int8ESConfig) -> Int8MLP:
+    scale = None
+    if not task.discrete:
+        high = np.broadcast_to(np.asarray(task.action_space.high, np.float32), task.action_space.shape)
+        if np.all(np.isfinite(high)):
+            scale = tuple(float(h) / int8_lib.INT8_MAX for h in high.reshape(-1))
+    return Int8MLP(
+        obs_size=int(task.observation_space.shape[0]),
+        action_size=task.action_size,
+        hidden=tuple(config.hidden),
+        continuous=not task.discrete,
+        input_bits=config.input_bits,
+        weight_init=config.weight_init,
+        action_scale=scale,
+    )
+
+
+def _strategy(task: Task, config: Int8ESConfig) -> Int8Eggroll:
+    return Int8Eggroll(
+        _network(task, config),
+        config.pop_size,
+        rank=config.rank,
+        noise_shift=config.noise_shift,
+        alpha=config.alpha,
+        alpha_decay=config.alpha_decay,
+        alpha_min=config.alpha_min,
+    )
