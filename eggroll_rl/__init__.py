@@ -7,6 +7,8 @@ from eggroll_rl.fitness_shaping import (
     identity,
     zscore,
 )
+from eggroll_rl.int8 import Int8MLP, Int8Noise
+from eggroll_rl.int8_strategy import Int8Eggroll
 from eggroll_rl.layer import EggrollDense
 from eggroll_rl.noise import FullNoise, LowRankNoise
 from eggroll_rl.strategies import Eggroll, EvoState, OpenES, Population
@@ -16,6 +18,9 @@ __all__ = [
     "EggrollDense",
     "EvoState",
     "FullNoise",
+    "Int8Eggroll",
+    "Int8MLP",
+    "Int8Noise",
     "LowRankNoise",
     "OpenES",
     "Population",
