@@ -64,6 +64,23 @@ class RolloutCase:
     episodes_per_member: int = 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Int8Case:
+    """An int8 policy's population forward against the float32 EGGROLL one of the same MLP.
+
+    Both are the same widths without LayerNorm (the int8 net has none): the int8 side is the
+    quantiser plus ``Int8Eggroll.population_forward`` (int8 x int8 -> int32 matmuls, shifts,
+    saturating ReLU), the float side ``Eggroll.population_apply`` of a float32 ReLU MLP.
+    """
+
+    name: str
+    hidden: tuple[int, ...]
+    in_features: int
+    out_features: int
+    population_size: int
+    steps: int
+
+
 def default_cases(scale: float = 1.0) -> list:
     """The paper's RL policy (CartPole-sized input, 500-step episodes) and single wide layers,
     then the paper's policy in a real CartPole rollout."""
@@ -73,6 +90,7 @@ def default_cases(scale: float = 1.0) -> list:
         Case("dense_1024", EggrollDense(1024), 1024, n(512), 8),
         Case("dense_4096", EggrollDense(4096), 4096, n(128), 4, openes=False),
         RolloutCase("rollout_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(2048), 64),
+        Int8Case("int8_mlp_3x256", (256, 256, 256), 4, 2, n(2048), 32),
     ]
 
 
@@ -195,6 +213,50 @@ def run_rollout_case(
     }
 
 
+def run_int8_case(case: Int8Case, rank: int = 1, repeats: int = 3) -> dict:
+    """Time int8 and float32 EGGROLL population forwards (and int8 mean inference), interleaved."""
+    from eggroll_rl.int8 import Int8MLP
+    from eggroll_rl.int8_strategy import Int8Eggroll
+
+    key_params, key_es, key_x = jax.random.split(jax.random.key(0), 3)
+    xs = jax.random.normal(key_x, (case.steps, case.population_size, case.in_features))
+    model = Int8MLP(case.in_features, case.out_features, hidden=case.hidden)
+    int8 = Int8Eggroll(model, case.population_size, rank=rank)
+    params = model.init(key_params)
+    noise = int8.draw(key_es, jnp.int32(0))
+    float_model = MLP(hidden=case.hidden, out_features=case.out_features, layer_norm=False)
+    float_params = float_model.init(key_params, jnp.ones((case.in_features,)))
+    eggroll = Eggroll(case.population_size, 0.05, rank=rank)
+    population = eggroll.ask(eggroll.init(key_es, float_params))
+
+    def int8_step(params, noise, x):
+        return int8.population_forward(params, noise, model.quantize(x[:, None]))
+
+    int8_steps = jax.jit(lambda params, noise, xs: _scan_total(
+        lambda x: int8_step(params, noise, x).astype(jnp.float32), xs))
+    int8_mean = jax.jit(lambda params, xs: _scan_total(
+        lambda x: model.forward(params, model.quantize(x)).astype(jnp.float32), xs))
+    float_steps = jax.jit(lambda population, xs: _scan_total(
+        lambda x: eggroll.population_apply(population, float_model.apply, x), xs))
+    seconds = _time_best({
+        "int8_eggroll": lambda: int8_steps(params, noise, xs),
+        "int8_inference": lambda: int8_mean(params, xs),
+        "float32_eggroll": lambda: float_steps(population, xs),
+    }, repeats)
+    per_step = {k: v / case.steps for k, v in seconds.items()}
+    return {
+        "case": case.name,
+        "hidden": list(case.hidden),
+        "population_size": case.population_size,
+        "timed_steps": case.steps,
+        "rank": rank,
+        "step_s": per_step,
+        "member_steps_per_s": {k: case.population_size / v for k, v in per_step.items()},
+        "int8_vs_float32": per_step["float32_eggroll"] / per_step["int8_eggroll"],
+        "int8_eggroll_vs_int8_inference": per_step["int8_inference"] / per_step["int8_eggroll"],
+    }
+
+
 def run(
     cases: Optional[list] = None, rank: int = 1, repeats: int = 3, log=print
 ) -> dict:
@@ -206,6 +268,17 @@ def run(
         "cases": [],
     }
     for case in cases or default_cases():
+        if isinstance(case, Int8Case):
+            result = run_int8_case(case, rank=rank, repeats=repeats)
+            report["cases"].append(result)
+            rates = result["member_steps_per_s"]
+            log(
+                f"{case.name}  N={case.population_size} population forward: int8/float32 "
+                f"speed {result['int8_vs_float32']:.3f}   ({rates['int8_eggroll']:.3g} vs "
+                f"{rates['float32_eggroll']:.3g} member steps/s; int8 mean inference "
+                f"{rates['int8_inference']:.3g})"
+            )
+            continue
         if isinstance(case, RolloutCase):
             result = run_rollout_case(case, rank=rank, repeats=repeats)
             report["cases"].append(result)
