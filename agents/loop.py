@@ -10,6 +10,7 @@ nothing twice, so a killed run ends exactly where an uninterrupted one would.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import pathlib
 import time
@@ -91,11 +92,14 @@ def run(
 
     start = time.perf_counter()
     init = jax.jit(jax.vmap(trainer.init))
-    chunk = jax.jit(jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)))
-    evaluate = jax.jit(jax.vmap(trainer.evaluate))
+    chunk_fn = jax.jit(jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)))
+    evaluate_fn = jax.jit(jax.vmap(trainer.evaluate))
     state = init(init_keys)
-    chunk = chunk.lower(state).compile()
-    evaluate = evaluate.lower(state, eval_keys).compile()
+    # XLA compiles outside the GIL: build the two programs side by side.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        chunk = pool.submit(lambda: chunk_fn.lower(state).compile())
+        evaluate = pool.submit(lambda: evaluate_fn.lower(state, eval_keys).compile())
+        chunk, evaluate = chunk.result(), evaluate.result()
     compile_s = time.perf_counter() - start
 
     log = RunLog(run_dir) if run_dir is not None else None

@@ -13,7 +13,7 @@ task's ``info["final_obs"]``); terminated ones are not.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from eggroll_rl import distributed
 from eggroll_rl.agents import distributions
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.rollout import evaluate
@@ -30,10 +31,12 @@ from eggroll_rl.networks import MLP, Policy
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """PPO hyperparameters; defaults solve gymnax CartPole-v1."""
+    """PPO hyperparameters. The defaults (PureJaxRL's CartPole settings, plus reward
+    normalisation and no entropy bonus) solve both gymnax CartPole-v1 and Pendulum-v1; Brax
+    tasks want many more envs (see the presets)."""
 
     total_steps: int = 500_000
-    num_envs: int = 64
+    num_envs: int = 4
     num_steps: int = 128
     update_epochs: int = 4
     num_minibatches: int = 4
@@ -42,15 +45,19 @@ class PPOConfig:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
-    ent_coef: float = 0.01
+    ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_obs: bool = True
-    normalize_reward: bool = False
-    hidden: tuple[int, ...] = (256, 256, 256)
-    layer_norm: bool = True
+    normalize_reward: bool = True
+    hidden: tuple[int, ...] = (64, 64)
+    layer_norm: bool = False
+    devices: int = 0
+    """Devices to split the environments over, data-parallel (0: all devices of all processes)."""
 
     def validate(self) -> None:
+        if self.devices < 0:
+            raise ValueError(f"ppo: devices must be >= 0 (0: all), got {self.devices}.")
         positive = ("total_steps", "num_envs", "num_steps", "update_epochs", "num_minibatches")
         for name in positive:
             if getattr(self, name) < 1:
@@ -102,6 +109,8 @@ class PPOState:
     obs_stats: Any
     return_stats: Any
     discounted_return: jax.Array
+    episode_return: jax.Array  # undiscounted return so far of each env's running episode
+    last_return: jax.Array  # return of each env's latest finished episode (NaN before one)
     key: jax.Array
     update: jax.Array
     env_steps: jax.Array
@@ -122,16 +131,30 @@ class Transition(NamedTuple):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PPO:
-    """Pure functions of one PPO configuration on one task (hashable by identity for jit)."""
+    """Pure functions of one PPO configuration on one task (hashable by identity for jit).
+
+    ``mesh`` (default: ``make_population_mesh(config.devices)``) makes it data-parallel: the
+    environment axis of rollouts and minibatches is split over the devices, params stay
+    replicated and XLA all-reduces the gradients, so results match a one-device run.
+    """
 
     task: Task
     config: PPOConfig
     eval_episodes: int = 10
+    mesh: Optional[jax.sharding.Mesh] = None
 
     name = "ppo"
 
     def __post_init__(self):
         self.config.validate()
+        if self.mesh is None:
+            object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
+        c = self.config
+        distributed.check_divisible(c.num_envs, self.mesh, "ppo: num_envs")
+        distributed.check_divisible(
+            c.steps_per_update // c.num_minibatches, self.mesh,
+            "ppo: minibatch size num_envs * num_steps / num_minibatches",
+        )
 
     @property
     def network(self) -> ActorCritic:
@@ -155,7 +178,8 @@ class PPO:
         c = self.config
         key, key_net, key_env = jax.random.split(key, 3)
         obs, env_state = jax.vmap(self.task.reset)(jax.random.split(key_env, c.num_envs))
-        params = self.network.init(key_net, obs[0])
+        obs, env_state = distributed.shard_rows((obs, env_state), self.mesh)
+        params = distributed.replicate(self.network.init(key_net, obs[0]), self.mesh)
         return PPOState(
             params=params,
             opt_state=self.optimizer.init(params),
@@ -164,6 +188,8 @@ class PPO:
             obs_stats=obs_norm.init(obs.shape[1:]),
             return_stats=obs_norm.init(()),
             discounted_return=jnp.zeros(c.num_envs),
+            episode_return=jnp.zeros(c.num_envs),
+            last_return=jnp.full(c.num_envs, jnp.nan),
             key=key,
             update=jnp.zeros((), jnp.int32),
             env_steps=jnp.zeros((), jnp.int32),
@@ -177,7 +203,8 @@ class PPO:
         space = task.action_space
 
         def step(carry, _):
-            env_state, obs, key, discounted, episode_return = carry
+            env_state, obs, key, discounted, episode_return, last_return = carry
+            env_state, obs = distributed.shard_rows((env_state, obs), self.mesh)
             key, key_act, key_step = jax.random.split(key, 3)
             norm_obs = self._normalize(state.obs_stats, obs)
             head, log_std, value = net.apply(state.params, norm_obs)
@@ -198,12 +225,18 @@ class PPO:
                 obs, raw, logp, value, reward, terminated, truncated, final_value,
                 episode_return, done,
             )
+            last_return = jnp.where(done, episode_return, last_return)
             episode_return = jnp.where(done, 0.0, episode_return)
-            carry = (env_state, next_obs, key, jnp.where(done, 0.0, discounted), episode_return)
+            carry = (
+                env_state, next_obs, key, jnp.where(done, 0.0, discounted), episode_return,
+                last_return,
+            )
             return carry, (transition, discounted)
 
-        episode_return = jnp.zeros(c.num_envs)
-        carry = (state.env_state, state.obs, state.key, state.discounted_return, episode_return)
+        carry = (
+            state.env_state, state.obs, state.key, state.discounted_return, state.episode_return,
+            state.last_return,
+        )
         carry, (transitions, discounted) = jax.lax.scan(step, carry, None, c.num_steps)
         return carry, transitions, discounted
 
@@ -253,7 +286,10 @@ class PPO:
     def update(self, state: PPOState, _=None):
         """One PPO update: collect ``num_steps`` x ``num_envs`` steps, then minibatch epochs."""
         c = self.config
-        (env_state, obs, key, discounted, _), transitions, returns_seen = self._collect(state)
+        (env_state, obs, key, discounted, episode_return, last_return), transitions, returns_seen = (
+            self._collect(state)
+        )
+        transitions = distributed.shard_rows(transitions, self.mesh, axis=1)  # (steps, envs)
         _, _, last_value = self.network.apply(state.params, self._normalize(state.obs_stats, obs))
         return_stats = state.return_stats
         reward = transitions.reward
@@ -274,6 +310,7 @@ class PPO:
             minibatches = jax.tree_util.tree_map(
                 lambda x: x[order].reshape((c.num_minibatches, -1) + x.shape[1:]), flat
             )
+            minibatches = distributed.shard_rows(minibatches, self.mesh, axis=1)
 
             def minibatch(carry, batch):
                 params, opt_state = carry
@@ -294,8 +331,8 @@ class PPO:
         metrics = {
             "env_steps": state.env_steps + batch_size,
             "episodes": finished.sum(),
-            "train_return": jnp.sum(transitions.episode_return * finished)
-            / jnp.maximum(finished.sum(), 1),
+            # Mean over envs of their latest finished episode's return (0 until one finishes).
+            "train_return": jnp.nan_to_num(jnp.nanmean(last_return)),
             **jax.tree_util.tree_map(jnp.mean, losses),
         }
         new_state = PPOState(
@@ -306,6 +343,8 @@ class PPO:
             obs_stats=obs_stats,
             return_stats=return_stats,
             discounted_return=discounted,
+            episode_return=episode_return,
+            last_return=last_return,
             key=key,
             update=state.update + 1,
             env_steps=state.env_steps + batch_size,

@@ -12,6 +12,8 @@ COMMANDS = {
     "compare": ("eggroll_rl.experiments.compare", "run algorithms side by side: results, curves, summary"),
     "plot": ("eggroll_rl.experiments.plot", "redraw learning curves from compare result folders"),
 }
+# Commands whose compiled programs are worth keeping between runs (bench measures cold compiles).
+CACHED = ("train", "compare", "demo")
 
 
 def main(argv=None) -> None:
@@ -24,6 +26,10 @@ def main(argv=None) -> None:
         return
     import importlib
 
+    if argv[0] in CACHED:
+        from eggroll_rl import compile_cache
+
+        compile_cache.enable()
     module = importlib.import_module(COMMANDS[argv[0]][0])
     module.main(argv[1:])
 

@@ -1,0 +1,86 @@
+"""The main job end to end: ``eggroll-rl train`` solves CartPole with EGGROLL out of the box,
+OpenES improves, and bad configurations stop with a clear message before anything compiles."""
+
+import json
+
+import numpy as np
+import pytest
+
+from eggroll_rl import envs
+from eggroll_rl.agents import loop as loop_module
+from eggroll_rl.agents import train_cli
+from eggroll_rl.agents.es import ESConfig, ESTrainer
+from eggroll_rl.agents.loop import LoopConfig, run
+
+
+def test_readme_main_command_solves_cartpole_with_eggroll(tmp_path, capsys):
+    """Exactly the README's first command (plus an output folder and no progress bar)."""
+    out = tmp_path / "run"
+    train_cli.main(["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--out", str(out), "--no-progress"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["eval_return"] >= 475, [row["eval_return"] for row in rows]
+    assert rows[-1]["env_steps"] >= 300_000  # the preset's budget was spent, not skipped
+    for name in ("config.json", "metrics.csv", "curve.png", "policy"):
+        assert (out / name).exists(), name
+    assert "done: eval return" in capsys.readouterr().out
+
+
+def test_openes_improves_on_cartpole():
+    config = ESConfig(
+        algo="openes", total_steps=60_000, pop_size=64, hidden=(16, 16), lr=0.05, sigma=0.1
+    )
+    result = run(
+        ESTrainer(envs.make("gymnax/CartPole-v1"), config),
+        LoopConfig(total_steps=config.total_steps, iterations_per_chunk=2, progress=False),
+    )
+    returns = [row["eval_return"] for row in result.rows]
+    assert max(returns[1:]) >= returns[0] + 80, returns  # random play scores ~20-40
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if anything reaches the compile-and-train stage."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validation should have stopped this before training")
+
+    monkeypatch.setattr(train_cli, "run", refuse)
+    monkeypatch.setattr(loop_module, "run", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--lr", "-0.1"], "lr must be > 0"),
+        (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--pop-size", "7"], "must be even"),
+        (["--algo", "openes", "--env", "gymnax/CartPole-v1", "--sigma", "0"], "sigma must be > 0"),
+        (["--algo", "ppo", "--env", "gymnax/CartPole-v1", "--num-envs", "3", "--num-steps", "5"],
+         "divisible by num_minibatches"),
+        (["--algo", "eggroll", "--env", "gymnax/CartPol-v1"], "CartPole-v1"),
+        (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--total-steps", "0"], "total_steps"),
+    ],
+)
+def test_bad_config_fails_with_a_clear_message_before_compiling(no_training, argv, message):
+    with pytest.raises(SystemExit) as error:
+        train_cli.main(argv + ["--no-progress"])
+    assert message in str(error.value)
+
+
+def test_unknown_algo_is_rejected_by_the_parser(no_training, capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--algo", "dqn", "--env", "gymnax/CartPole-v1"])
+    assert "invalid choice: 'dqn'" in capsys.readouterr().err
+
+
+def test_several_seeds_train_in_one_program_and_differ():
+    config = ESConfig(total_steps=4_000, pop_size=16, hidden=(8,))
+    result = run(
+        ESTrainer(envs.make("gymnax/CartPole-v1"), config),
+        LoopConfig(total_steps=config.total_steps, iterations_per_chunk=2, seeds=(0, 1),
+                   progress=False),
+    )
+    params = result.state.evo.mean["params"]
+    leaves = [np.asarray(leaf) for leaf in __import__("jax").tree_util.tree_leaves(params)]
+    assert all(leaf.shape[0] == 2 for leaf in leaves)
+    assert not np.allclose(leaves[0][0], leaves[0][1])
+    assert sorted({row["seed"] for row in result.rows}) == [0, 1]
