@@ -1,0 +1,161 @@
+"""Sharding over devices and processes (``eggroll_rl.distributed``): the same results as one device.
+
+The multi-device checks need a device count fixed at JAX start, so they run in subprocesses
+(``tests/sharding_checks.py``) with simulated CPU devices: 4 devices in one process, and 2
+processes of 2 devices joined by ``jax.distributed``. One fixture starts them all at once so
+they share the wall time, and they compile at XLA backend optimisation level 0 (the same flags
+on both sides of every comparison; compiles several times faster). Everything else runs here,
+on this process's single device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from eggroll_rl import Eggroll, distributed
+from eggroll_rl.agents.es import ESConfig
+
+CHECKS = pathlib.Path(__file__).with_name("sharding_checks.py")
+FLOAT32_TOL = 1e-5  # params are O(0.1-1); partitioned sums differ from one device by ~1e-7
+DEVICES = 4
+
+
+def _env(devices: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    )
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def checks():
+    """Start every subprocess check at once; ``checks(name)`` waits for one and parses it."""
+    port = str(_free_port())
+    commands = {
+        "es": (["es"], DEVICES),
+        "ppo": (["ppo"], DEVICES),
+        "process0": (["process", "0", port], 2),
+        "process1": (["process", "1", port], 2),
+    }
+    running = {
+        name: subprocess.Popen(
+            [sys.executable, str(CHECKS), *args], env=_env(devices), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        for name, (args, devices) in commands.items()
+    }
+    results = {}
+
+    def get(name):
+        if name not in results:
+            process = running[name]
+            try:
+                stdout, stderr = process.communicate(timeout=600)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+            if process.returncode or not lines:
+                pytest.fail(f"check {name} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+            results[name] = json.loads(lines[-1][len("RESULT "):])
+        return results[name]
+
+    yield get
+    for process in running.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+# ---- multi-device: subprocesses -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["eggroll", "openes"])
+def test_es_on_four_devices_matches_one_device(checks, algo):
+    report = checks("es")[algo]
+    assert report["moved"] > 1e-3  # training changed the params, so equality means something
+    assert report["max_diff"] < FLOAT32_TOL
+    assert report["params_replicated"]
+
+
+@pytest.mark.parametrize("algo", ["eggroll", "openes"])
+def test_population_axis_is_sharded_over_the_devices(checks, algo):
+    report = checks("es")[algo]
+    rows = 16 // DEVICES
+    # EGGROLL's noise rows / OpenES's members, and the rollout's fitness: a quarter per device.
+    assert report["population_devices"] == [DEVICES]
+    assert report["population_rows_per_device"] == [rows]
+    assert report["fitness_devices"] == [DEVICES]
+    assert report["fitness_rows_per_device"] == [rows]
+
+
+def test_population_not_divisible_by_devices_is_a_clear_error(checks):
+    errors = checks("es")["errors"]
+    for name in ("strategy", "es_trainer"):
+        assert "18 cannot be split evenly over 4 devices" in errors[name]
+        assert "16 or 20" in errors[name]
+    assert "num_envs=6 cannot be split evenly over 4 devices" in errors["ppo"]
+
+
+def test_ppo_on_four_devices_matches_one_device(checks):
+    report = checks("ppo")
+    assert report["moved"] > 1e-4
+    assert report["max_diff"] < FLOAT32_TOL
+    assert report["params_replicated"]
+    assert report["obs_devices"] == [DEVICES]
+    assert report["obs_rows_per_device"] == [8 // DEVICES]  # the env axis is split
+
+
+def test_two_processes_match_one_process_on_one_device(checks):
+    first, second = checks("process0"), checks("process1")
+    for report in (first, second):
+        assert (report["devices"], report["local_devices"]) == (4, 2)
+        assert report["params_replicated"]
+    assert first["params"] == second["params"]  # every process holds the identical update
+    one_device = np.asarray(checks("es")["eggroll"]["one_device_params"])
+    np.testing.assert_allclose(first["params"], one_device, rtol=0, atol=FLOAT32_TOL)
+
+
+# ---- one device: in this process ----------------------------------------------------------
+
+
+def test_one_device_adds_no_sharding_at_all():
+    mesh = distributed.make_population_mesh()
+    assert mesh.size == jax.device_count() == 1
+    strategy = Eggroll(16, 0.1, mesh=mesh)
+    state = strategy.init(jax.random.key(0), {"w": jax.numpy.ones((3, 2))})
+    program = str(jax.make_jaxpr(lambda s: strategy.tell(s, strategy.ask(s), jax.numpy.arange(16.0)))(state))
+    assert "sharding_constraint" not in program
+
+
+def test_more_devices_than_exist_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"devices=2, but this run has 1 device.*xla_force_host"):
+        distributed.make_population_mesh(2)
+    with pytest.raises(ValueError, match="devices must be >= 0"):
+        ESConfig(devices=-1).validate()
+
+
+def test_initialize_does_nothing_without_a_cluster_and_rejects_half_a_cluster(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.initialize() is False
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID"):
+        distributed.initialize()
