@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eggroll_rl.bench_training import TrainingCase, run_training_case
+from eggroll_rl.bench_training import describe as describe_training
 from eggroll_rl.layer import EggrollDense
 from eggroll_rl.networks import MLP, Policy
 from eggroll_rl.strategies import Eggroll, OpenES
@@ -91,6 +93,7 @@ def default_cases(scale: float = 1.0) -> list:
         Case("dense_4096", EggrollDense(4096), 4096, n(128), 4, openes=False),
         RolloutCase("rollout_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(2048), 64),
         Int8Case("int8_mlp_3x256", (256, 256, 256), 4, 2, n(2048), 32),
+        TrainingCase("training_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(512), 128),
     ]
 
 
@@ -268,6 +271,13 @@ def run(
         "cases": [],
     }
     for case in cases or default_cases():
+        if isinstance(case, TrainingCase):
+            result = run_training_case(case, _time_best, rank=rank, repeats=repeats)
+            report["cases"].append(result)
+            report["training_eggroll_vs_inference"] = result["training_eggroll_vs_inference"]
+            report["openes_vs_evosax"] = result["openes_vs_evosax"]
+            log(describe_training(result))
+            continue
         if isinstance(case, Int8Case):
             result = run_int8_case(case, rank=rank, repeats=repeats)
             report["cases"].append(result)
@@ -316,10 +326,24 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply population sizes")
     parser.add_argument("--case", action="append", help="only these cases (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--devices", type=int, default=None,
+        help="scaling instead: EGGROLL with the population split over 1, 2, 4 .. N devices "
+        "(each count in a subprocess; on a CPU the devices are simulated)",
+    )
     args = parser.parse_args(argv)
-    cases = [c for c in default_cases(args.scale) if not args.case or c.name in args.case]
     import contextlib
     import sys
+
+    if args.devices is not None:
+        from eggroll_rl import bench_devices
+
+        log = (lambda *_: None) if args.json else print
+        report = bench_devices.run(args.devices, args.scale, args.repeats, args.case, log=log)
+        if args.json:
+            print(json.dumps(report))
+        return
+    cases = [c for c in default_cases(args.scale) if not args.case or c.name in args.case]
 
     # Some suites print on import (Brax: "Failed to import warp"); keep --json output parseable.
     quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()

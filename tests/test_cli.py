@@ -32,6 +32,30 @@ def test_bench_reports_side_by_side_ratios_for_tiny_cases():
     )
 
 
+def test_bench_training_case_times_whole_generations_side_by_side():
+    from eggroll_rl.bench_training import TrainingCase
+
+    case = TrainingCase("tiny_training", "gymnax/CartPole-v1", (8,), 8, 5)
+    report = bench.run([case], repeats=1, log=lambda *_: None)
+    json.dumps(report)
+    (result,) = report["cases"]
+    seconds = result["seconds"]
+    assert report["training_eggroll_vs_inference"] == pytest.approx(
+        seconds["inference_rollout"] / seconds["eggroll_generation"]
+    )
+    assert result["env_steps_per_s"]["eggroll_generation"] == pytest.approx(
+        8 * 5 / seconds["eggroll_generation"]
+    )
+    try:
+        import evosax  # noqa: F401
+    except ImportError:
+        assert result["openes_vs_evosax"] is None
+    else:
+        assert result["openes_vs_evosax"] == pytest.approx(
+            seconds["evosax_openes_generation"] / seconds["openes_generation"]
+        )
+
+
 def test_cli_lists_commands_and_rejects_unknown_ones(capsys):
     cli.main([])
     assert "bench" in capsys.readouterr().out
