@@ -159,3 +159,23 @@ def test_initialize_does_nothing_without_a_cluster_and_rejects_half_a_cluster(mo
     monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
     with pytest.raises(ValueError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID"):
         distributed.initialize()
+
+
+def test_train_cli_has_a_devices_flag_checked_before_compiling():
+    from eggroll_rl.agents.train_cli import build
+
+    argv = ["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--pop-size", "16", "--no-progress"]
+    trainer, *_ = build(argv + ["--devices", "1"])
+    assert trainer.config.devices == 1 and trainer.mesh.size == 1
+    with pytest.raises(ValueError, match="devices=2, but this run has 1 device"):
+        build(argv + ["--devices", "2"])
+
+
+def test_bench_device_counts_double_up_to_the_maximum():
+    from eggroll_rl.bench_devices import device_counts
+
+    assert device_counts(1) == [1]
+    assert device_counts(4) == [1, 2, 4]
+    assert device_counts(6) == [1, 2, 4, 6]
+    with pytest.raises(ValueError, match="--devices must be >= 1"):
+        device_counts(0)
