@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from eggroll_rl.envs.gymnax_render import renderer
 from eggroll_rl.envs.spaces import to_gymnasium
 from eggroll_rl.envs.task import Task, check_action
 
@@ -59,4 +60,5 @@ def make(name: str, **env_params) -> Task:
         observation_space=to_gymnasium(env.observation_space(params)),
         action_space=action_space,
         max_episode_steps=int(params.max_steps_in_episode),
+        render=renderer(name),
     )

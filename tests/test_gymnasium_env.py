@@ -161,9 +161,9 @@ def test_render_rgb_array_and_a_clear_error_without_a_render_function(counter_id
     frame = env.render()
     assert frame.shape == (4, 6, 3) and frame.dtype == np.uint8 and frame[0, 0, 0] == 40
     assert gymnasium.make(counter_id).unwrapped.metadata["render_modes"] == ["rgb_array"]
-    assert gymnasium.make("eggroll_rl/CartPole-v1").unwrapped.metadata["render_modes"] == []
+    assert gymnasium.make("eggroll_rl/Breakout-MinAtar").unwrapped.metadata["render_modes"] == []
     with pytest.raises(ValueError, match="Task.render is None"):
-        gymnasium.make("eggroll_rl/CartPole-v1", render_mode="rgb_array")
+        gymnasium.make("eggroll_rl/Breakout-MinAtar", render_mode="rgb_array")
 
 
 def test_out_of_space_actions_are_clear_errors(counter_id):
@@ -288,3 +288,17 @@ def test_registration_constructs_nothing_and_skips_foreign_or_taken_names():
         for gym_id in ("eggroll_rl/Boom-v0", "eggroll_rl/Foreign-v0"):
             gymnasium.registry.pop(gym_id, None)
             gymnasium_env._REGISTERED.pop(gym_id, None)
+
+
+def test_gymnax_classic_control_renders_the_same_frame_as_gymnasium():
+    """CartPole's observation is its state: our frame must be Gymnasium's frame of that state."""
+    env = gymnasium.make("eggroll_rl/CartPole-v1", render_mode="rgb_array")
+    obs, _ = env.reset(seed=3)
+    obs, *_ = env.step(1)
+    frame = env.render()
+    reference = gymnasium.make("CartPole-v1", render_mode="rgb_array").unwrapped
+    reference.reset(seed=0)
+    reference.state = np.asarray(obs, np.float64)
+    np.testing.assert_array_equal(frame, reference.render())
+    assert frame.shape == (400, 600, 3) and frame.dtype == np.uint8
+    assert "rgb_array" in env.metadata["render_modes"]
