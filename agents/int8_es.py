@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
 from eggroll_rl import int8 as int8_lib
@@ -186,11 +185,9 @@ class Int8ESTrainer:
 
 
 def _network(task: Task, config: Int8ESConfig) -> Int8MLP:
-    scale = None
-    if not task.discrete:
-        high = np.broadcast_to(np.asarray(task.action_space.high, np.float32), task.action_space.shape)
-        if np.all(np.isfinite(high)):
-            scale = tuple(float(h) / int8_lib.INT8_MAX for h in high.reshape(-1))
+    # A continuous mean uses the activations' fixed point (2^-input_bits per unit, about +-4
+    # at the int8 rails; the env clips to its bounds): mapping +-127 onto the bounds instead
+    # leaves the small initial outputs far too weak for tasks like Pendulum.
     return Int8MLP(
         obs_size=int(task.observation_space.shape[0]),
         action_size=task.action_size,
@@ -198,7 +195,6 @@ def _network(task: Task, config: Int8ESConfig) -> Int8MLP:
         continuous=not task.discrete,
         input_bits=config.input_bits,
         weight_init=config.weight_init,
-        action_scale=scale,
     )
 
 

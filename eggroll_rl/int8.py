@@ -5,9 +5,8 @@ deployed with. ``Int8MLP`` is that network. The one float step is the input: obs
 normalised with the running statistics and quantised to int8 with ``input_bits`` fractional
 bits (``x_q = clip(round(x * 2^input_bits), -127, 127)``). From there to the action everything
 is integer: each layer appends a constant input of ``2^input_bits`` (1.0 in the activations'
-fixed point; the bias lives in the kernel's last row),
-multiplies int8 by int8 into int32, rescales by an arithmetic right shift, and applies a
-saturating ReLU to [0, 127] back to int8. A discrete head returns int32 logits (the action is
+fixed point; the bias lives in the kernel's last row), multiplies int8 by int8 into int32,
+rescales by an arithmetic right shift, and applies a saturating ReLU to [0, 127] back to int8. A discrete head returns int32 logits (the action is
 their argmax); a continuous head returns an int32 mean clipped to [-127, 127], turned into a
 float only at the very end (``dequantize``).
 
@@ -15,7 +14,9 @@ A population member adds EGGROLL's rank-r term without building its matrix: with
 noise shift, the member's kernel is the fixed-point number ``W + sign * (B^T A) / 2^s`` and its
 accumulator ``((x @ W) << s) + sign * (x @ B^T) @ A``, right-shifted by ``s`` plus the layer's
 shift. Because the shift comes after the sum, this equals the materialised member kernel
-``(W << s) + sign * B^T A`` applied to ``x`` bit for bit.
+``(W << s) + sign * B^T A`` applied to ``x`` bit for bit. (Shifting ``B^T A`` entry by entry
+before the matmul would round differently.) Accumulators are int32, like XLA's and
+``int8_numpy``'s; ``Int8Eggroll`` warns when widths, rank and shift leave too little headroom.
 """
 
 from __future__ import annotations
@@ -112,20 +113,23 @@ class Int8MLP:
         )
 
     def init(self, key: jax.Array) -> Int8Params:
-        """Hidden kernels of ``round(weight_init * N(0, 1))`` clipped to [-127, 127], head zero.
+        """Kernels of ``round(weight_init * N(0, 1))`` clipped to [-127, 127]; a discrete head zero.
 
-        A zero head makes the first population's behaviour come from its perturbations alone
-        (the ReLU activations share a large common part that a random head turns into the same
-        action for every observation).
+        A zero logit head makes the first population's behaviour come from its perturbations
+        alone (the ReLU activations share a large common part that a random head turns into the
+        same argmax for every observation). A continuous head starts random: with +-1 steps a
+        zero head would need hundreds of generations to reach useful action magnitudes.
         """
         keys = jax.random.split(key, len(self.kernel_shapes))
         kernels = [
             jnp.clip(
                 jnp.round(jax.random.normal(k, shape) * self.weight_init), -INT8_MAX, INT8_MAX
             ).astype(jnp.int8)
-            for k, shape in zip(keys[:-1], self.kernel_shapes[:-1])
+            for k, shape in zip(keys, self.kernel_shapes)
         ]
-        return (*kernels, jnp.zeros(self.kernel_shapes[-1], jnp.int8))
+        if not self.continuous:
+            kernels[-1] = jnp.zeros_like(kernels[-1])
+        return tuple(kernels)
 
     def quantize(self, obs: jax.Array) -> jax.Array:
         return quantize(obs, self.input_bits)

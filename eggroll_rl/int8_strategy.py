@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -55,6 +56,17 @@ class Int8Eggroll:
             raise ValueError(f"rank must be in [1, {smallest}] for this model, got {self.rank}.")
         if not 0 <= self.noise_shift <= 16:
             raise ValueError(f"noise_shift must be in [0, 16], got {self.noise_shift}.")
+        worst = max(
+            fan_in * INT8_MAX**2 * (2**self.noise_shift + self.rank * INT8_MAX)
+            for fan_in, _ in self.model.kernel_shapes
+        )
+        if worst >= 2**31:
+            warnings.warn(
+                f"with these widths, rank={self.rank} and noise_shift={self.noise_shift} an int32 "
+                "accumulator can wrap around when inputs, weights and noise all sit at +-127 "
+                "together (rare in practice); a smaller rank or noise_shift removes the risk.",
+                stacklevel=2,
+            )
         if not 0 < self.alpha_min <= self.alpha <= 1 or not 0 < self.alpha_decay <= 1:
             raise ValueError(
                 "need 0 < alpha_min <= alpha <= 1 and 0 < alpha_decay <= 1, got "
