@@ -75,6 +75,13 @@ def _non_integer_vars(jaxpr) -> list[str]:
     return bad
 
 
+def test_integer_check_sees_floats_inside_sub_jaxprs():
+    """Negative control: a float op hidden in a nested jit is reported."""
+    inner = jax.jit(lambda y: (y.astype(jnp.float32) * 2).astype(jnp.int32))
+    closed = jax.make_jaxpr(lambda x: inner(x) + 1)(jnp.ones(3, jnp.int8))
+    assert any(v.startswith("mul") for v in _non_integer_vars(closed.jaxpr))
+
+
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_forward_is_integer_only(nets, noise, kind):
     model, params = nets[kind]
