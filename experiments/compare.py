@@ -81,6 +81,7 @@ def run_plan(plan: Plan, log: Callable[[str], None] = print) -> dict:
     meta = _read_meta(out)
     meta.update(_machine())
     meta["command"] = plan.command or meta.get("command", "")
+    meta.setdefault("history", []).append({"command": meta["command"], "date": meta["date"]})
     meta.setdefault("envs", {})
     for env_id in plan.env_ids:
         _run_env(plan, env_id, meta, log)
@@ -282,10 +283,13 @@ def parse_set(items: Sequence[str]) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eggroll-rl compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="eggroll-rl compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1]
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--env", action="append", help="env id (repeat for several)")
-    where.add_argument("--suite", choices=sorted(SUITES), help="a set of envs: " + "; ".join(
+    where.add_argument("--suite", choices=sorted(SUITES), help="a set of envs (paper-cpu runs "
+                       "each preset's cpu_steps budget): " + "; ".join(
         f"{name}: {', '.join(ids)}" for name, ids in SUITES.items()))
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated (default: all)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, vmapped (default 5)")
