@@ -192,8 +192,11 @@ class _EvolutionStrategy:
                     f"(shape {jnp.shape(leaf)}): use rank <= {min(jnp.shape(leaf))}, or "
                     "cap_rank=True to give each matrix min(rank, its smaller side)."
                 )
-        if callable(self.sigma) and not float(self.sigma(0)) > 0:
-            raise ValueError(f"the sigma schedule must start > 0, got sigma(0)={self.sigma(0)}.")
+        if callable(self.sigma):
+            with jax.ensure_compile_time_eval():  # init may run inside a jit (vmapped seeds)
+                sigma_0 = float(self.sigma(0))
+            if not sigma_0 > 0:
+                raise ValueError(f"the sigma schedule must start > 0, got sigma(0)={sigma_0}.")
         params = jax.tree_util.tree_map(jnp.asarray, params)
         return EvoState(
             mean=params,

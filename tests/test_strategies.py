@@ -413,6 +413,18 @@ def test_init_rejects_non_float_params_and_sigma_schedules_starting_at_zero():
         Eggroll(4, 0.1).init(jax.random.key(0), {})
 
 
+def test_init_with_a_sigma_schedule_runs_inside_jit_and_vmap():
+    # Trainers init one state per seed under jit(vmap(...)): the schedule check must not
+    # need a concrete value there (it once raised ConcretizationTypeError).
+    strategy = Eggroll(4, optax.exponential_decay(0.1, 1, 0.99))
+    states = jax.jit(jax.vmap(lambda key: strategy.init(key, _params())))(
+        jax.random.split(jax.random.key(0), 2)
+    )
+    assert states.generation.shape == (2,)
+    with pytest.raises(ValueError, match="sigma"):
+        jax.jit(lambda key: Eggroll(4, lambda g: 0.0 * g).init(key, _params()))(jax.random.key(0))
+
+
 @pytest.fixture
 def told(memo, all_member_params):
     g = _generation(memo, all_member_params, "eggroll-r1-antithetic")
