@@ -45,7 +45,9 @@ def test_every_preset_loads_and_builds_valid_configs(name):
     suite = name.split("/", 1)[0]
     expected_extra = suites.OPTIONAL_EXTRAS[suite][0] if suite in suites.OPTIONAL_EXTRAS else None
     assert preset.extra == expected_extra
-    assert preset.config("ppo") == PPOConfig(total_steps=preset.total_steps)  # PPO: defaults
+    # PPO: defaults, plus exactly the fields the preset file sets
+    ppo_fields = {**preset.algos["ppo"], "total_steps": preset.total_steps}
+    assert preset.config("ppo") == PPOConfig(**ppo_fields)
 
 
 def test_agents_presets_is_a_view_of_the_files():
