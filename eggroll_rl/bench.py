@@ -28,8 +28,10 @@ import numpy as np
 
 from eggroll_rl.bench_training import TrainingCase, run_training_case
 from eggroll_rl.bench_training import describe as describe_training
+from eggroll_rl.bench_training import shared_policy_rollout
 from eggroll_rl.layer import EggrollDense
 from eggroll_rl.networks import MLP, Policy
+from eggroll_rl import xla_options
 from eggroll_rl.strategies import Eggroll, OpenES
 
 
@@ -126,9 +128,9 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
 
     # The ceiling is the faster of the two plain ways to batch the mean policy: one call on the
     # whole batch, or the per-example call vmapped (which XLA sometimes lowers to a faster dot).
-    batched = jax.jit(lambda params, xs: _scan_total(lambda x: apply(params, x), xs))
+    batched = xla_options.jit(lambda params, xs: _scan_total(lambda x: apply(params, x), xs))
     per_example = jax.vmap(apply, in_axes=(None, 0))
-    vmapped = jax.jit(lambda params, xs: _scan_total(lambda x: per_example(params, x), xs))
+    vmapped = xla_options.jit(lambda params, xs: _scan_total(lambda x: per_example(params, x), xs))
     fns = {
         "inference_batched/steps": lambda: batched(params, xs),
         "inference_vmapped/steps": lambda: vmapped(params, xs),
@@ -139,7 +141,7 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
     for name, strategy in strategies.items():
         state = strategy.init(key_es, params)
         population = strategy.ask(state)
-        steps = jax.jit(
+        steps = xla_options.jit(
             lambda population, xs, strategy=strategy: _scan_total(
                 lambda x: strategy.population_apply(population, apply, x), xs
             )
@@ -176,10 +178,11 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
 def run_rollout_case(
     case: RolloutCase, rank: int = 1, sigma: float = 0.05, repeats: int = 3
 ) -> dict:
-    """Time ``envs.rollout`` (EGGROLL) against ``envs.evaluate`` of the mean on as many slots.
+    """Time ``envs.rollout`` (EGGROLL) against the mean policy on as many slots.
 
     Same loop, env, sampled action heads and slot count; the only difference is the policy
-    call: ``population_apply`` for N perturbed members, or one plain batched apply.
+    call: ``population_apply`` for N perturbed members, or the shared mean policy (the faster
+    of one batched apply via ``envs.evaluate`` and a vmapped apply in the population's layout).
     """
     from eggroll_rl import envs
 
@@ -191,16 +194,23 @@ def run_rollout_case(
     population = strategy.ask(strategy.init(key_es, params))
     slots = case.population_size * case.episodes_per_member
     loop = dict(max_steps=case.steps, stop_when_done=False, deterministic=False)
+    vmapped = shared_policy_rollout(
+        task, model, params, (case.population_size, case.episodes_per_member), **loop
+    )
     fns = {
         "rollout_eggroll": lambda: envs.rollout(
             task, strategy, population, model.apply, key_run,
             episodes_per_member=case.episodes_per_member, **loop,
         ).returns,
-        "rollout_inference": lambda: envs.evaluate(
+        "rollout_inference_batched": lambda: envs.evaluate(
             task, model.apply, params, key_run, slots, **loop
         ).returns,
+        "rollout_inference_vmapped": lambda: vmapped(key_run),
     }
     seconds = _time_best(fns, repeats)
+    seconds["rollout_inference"] = min(
+        seconds["rollout_inference_batched"], seconds["rollout_inference_vmapped"]
+    )
     return {
         "case": case.name,
         "env_id": case.env_id,
@@ -235,11 +245,11 @@ def run_int8_case(case: Int8Case, rank: int = 1, repeats: int = 3) -> dict:
     def int8_step(params, noise, x):
         return int8.population_forward(params, noise, model.quantize(x[:, None]))
 
-    int8_steps = jax.jit(lambda params, noise, xs: _scan_total(
+    int8_steps = xla_options.jit(lambda params, noise, xs: _scan_total(
         lambda x: int8_step(params, noise, x).astype(jnp.float32), xs))
-    int8_mean = jax.jit(lambda params, xs: _scan_total(
+    int8_mean = xla_options.jit(lambda params, xs: _scan_total(
         lambda x: model.forward(params, model.quantize(x)).astype(jnp.float32), xs))
-    float_steps = jax.jit(lambda population, xs: _scan_total(
+    float_steps = xla_options.jit(lambda population, xs: _scan_total(
         lambda x: eggroll.population_apply(population, float_model.apply, x), xs))
     seconds = _time_best({
         "int8_eggroll": lambda: int8_steps(params, noise, xs),
@@ -268,6 +278,7 @@ def run(
         "backend": jax.default_backend(),
         "jax": jax.__version__,
         "machine": platform.machine(),
+        "compiler_options": xla_options.compiler_options(),  # applied to every variant alike
         "cases": [],
     }
     for case in cases or default_cases():

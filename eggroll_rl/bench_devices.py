@@ -44,7 +44,7 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from eggroll_rl import distributed, envs
+    from eggroll_rl import distributed, envs, xla_options
     from eggroll_rl.bench import _scan_total, _time_best
     from eggroll_rl.networks import MLP, Policy
     from eggroll_rl.strategies import Eggroll
@@ -67,7 +67,7 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
         population = strategy.ask(strategy.init(key_es, params))
         xs = jax.random.normal(key_x, (steps, population_size, 4))
         xs = jax.device_put(xs, NamedSharding(mesh, PartitionSpec(None, distributed.AXIS)))
-        forward = jax.jit(
+        forward = xla_options.jit(
             lambda population, xs: _scan_total(
                 lambda x: strategy.population_apply(population, model.apply, x), xs
             )

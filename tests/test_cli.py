@@ -40,6 +40,9 @@ def test_bench_training_case_times_whole_generations_side_by_side():
     json.dumps(report)
     (result,) = report["cases"]
     seconds = result["seconds"]
+    assert seconds["inference_rollout"] == min(
+        seconds["inference_batched"], seconds["inference_vmapped"]
+    )
     assert report["training_eggroll_vs_inference"] == pytest.approx(
         seconds["inference_rollout"] / seconds["eggroll_generation"]
     )

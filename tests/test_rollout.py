@@ -383,6 +383,10 @@ def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths)
     (result,) = report["cases"]
     seconds = result["rollout_s"]
     assert seconds["rollout_eggroll"] > 0 and seconds["rollout_inference"] > 0
+    # the ceiling is the faster of the two plain layouts of the shared policy
+    assert seconds["rollout_inference"] == min(
+        seconds["rollout_inference_batched"], seconds["rollout_inference_vmapped"]
+    )
     ratio = seconds["rollout_inference"] / seconds["rollout_eggroll"]
     assert result["rollout_eggroll_vs_inference"] == pytest.approx(ratio)
     assert report["rollout_eggroll_vs_inference"] == result["rollout_eggroll_vs_inference"]

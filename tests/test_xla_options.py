@@ -1,0 +1,37 @@
+"""Per-program XLA:CPU options: applied at top level, left off inside other jits, same results."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eggroll_rl import xla_options
+from eggroll_rl.networks import MLP
+from eggroll_rl.strategies import Eggroll
+
+
+def test_options_on_cpu_and_the_opt_out(monkeypatch):
+    assert jax.default_backend() == "cpu"
+    assert xla_options.compiler_options() == {xla_options.OPTION: xla_options.VALUE}
+    monkeypatch.setenv("EGGROLL_RL_DEFAULT_XLA", "1")
+    assert xla_options.compiler_options() == {}
+    monkeypatch.delenv("EGGROLL_RL_DEFAULT_XLA")
+    monkeypatch.setenv("XLA_FLAGS", f"--{xla_options.OPTION}=LIBRARY_FUSION_TYPE_DOT")
+    assert xla_options.compiler_options() == {}  # the user's own setting wins
+
+
+def test_tuned_population_forward_matches_the_plain_compile_at_top_level_and_nested():
+    model = MLP(hidden=(32, 32), out_features=3)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 5)))
+    strategy = Eggroll(8, 0.1, rank=1)
+    population = strategy.ask(strategy.init(jax.random.key(1), params))
+    xs = jax.random.normal(jax.random.key(2), (8, 2, 5))
+
+    def forward(population, xs):
+        return strategy.population_apply(population, model.apply, xs)
+
+    plain = jax.jit(forward)(population, xs)
+    tuned = xla_options.jit(forward)
+    np.testing.assert_allclose(tuned(population, xs), plain, rtol=1e-5, atol=1e-6)
+    # inside another jit the options are left to the outer program (JAX refuses nested ones)
+    nested = jax.jit(lambda p, x: tuned(p, x) * 2)(population, xs)
+    np.testing.assert_allclose(nested, 2 * plain, rtol=1e-5, atol=1e-6)
