@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eggroll_rl import xla_options
 from eggroll_rl.agents.checkpoints import Checkpointer
 from eggroll_rl.agents.run_log import RunLog
 
@@ -45,6 +46,8 @@ class LoopConfig:
     checkpoint_every: int = 5
     seeds: Sequence[int] = (0,)
     progress: bool = True
+    stop_at: Optional[float] = None
+    """Stop early, at a chunk's end, once every seed's eval return is >= this."""
 
     def validate(self) -> None:
         if self.total_steps < 1:
@@ -66,6 +69,18 @@ class TrainResult:
     compile_s: float
     wall_s: float
     run_dir: Optional[pathlib.Path]
+
+    def first_reaching(self, threshold: float) -> Optional[dict]:
+        """The first eval point where every seed's return was >= ``threshold`` (None: never)."""
+        by_iteration: dict[int, list[dict]] = {}
+        for row in self.rows:
+            by_iteration.setdefault(row["iteration"], []).append(row)
+        for iteration in sorted(by_iteration):
+            group = by_iteration[iteration]
+            if min(row["eval_return"] for row in group) >= threshold:
+                return {"iteration": iteration, "env_steps": max(r["env_steps"] for r in group),
+                        "wall_s": group[0]["wall_s"]}
+        return None
 
     def final(self, key: str = "eval_return") -> list[float]:
         last = max(row["iteration"] for row in self.rows)
@@ -91,9 +106,13 @@ def run(
     init_keys, eval_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
 
     start = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init))
-    chunk_fn = jax.jit(jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)))
-    evaluate_fn = jax.jit(jax.vmap(trainer.evaluate))
+    options = xla_options.compiler_options()
+    init = jax.jit(jax.vmap(trainer.init), compiler_options=options)
+    chunk_fn = jax.jit(
+        jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)),
+        compiler_options=options,
+    )
+    evaluate_fn = jax.jit(jax.vmap(trainer.evaluate), compiler_options=options)
     state = init(init_keys)
     # XLA compiles outside the GIL: build the two programs side by side.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -135,9 +154,10 @@ def run(
         new_rows = _rows(loop.seeds, iteration, metrics, returns, state, wall_s)
         rows.extend(new_rows)
         previous_steps, steps_done = steps_done, min(row["env_steps"] for row in new_rows)
+        stop = loop.stop_at is not None and min(r["eval_return"] for r in new_rows) >= loop.stop_at
         if log is not None:
             log.append(new_rows)
-            if done_chunks % loop.checkpoint_every == 0 or steps_done >= loop.total_steps:
+            if done_chunks % loop.checkpoint_every == 0 or steps_done >= loop.total_steps or stop:
                 checkpointer.save(done_chunks, state)
         if bar is not None:
             bar.update(min(steps_done, loop.total_steps) - min(previous_steps, loop.total_steps))
@@ -147,6 +167,8 @@ def run(
             )
         if on_chunk is not None:
             on_chunk(done_chunks, state)
+        if stop:
+            break
     if bar is not None:
         bar.close()
     if log is not None:

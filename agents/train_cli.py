@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-every", type=int, default=5, help="chunks between checkpoints")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
+        "--stop-at", type=float, metavar="RETURN",
+        help="stop early once every seed's eval return is >= RETURN (e.g. 475 on CartPole)",
+    )
+    parser.add_argument(
         "--int8", action="store_true",
         help="eggroll only: int8 policy, integer EGGROLL; exports run_dir/policy_int8.npz",
     )
@@ -66,6 +70,7 @@ def build(argv: list[str]):
         loop_saved = saved["loop"]
         args.iterations_per_chunk = loop_saved["iterations_per_chunk"]
         args.checkpoint_every = loop_saved["checkpoint_every"]
+        args.stop_at = loop_saved.get("stop_at")
     if args.help and not args.algo:
         parser.print_help()
         raise SystemExit(0)
@@ -114,6 +119,7 @@ def build(argv: list[str]):
         checkpoint_every=args.checkpoint_every,
         seeds=seeds,
         progress=not args.no_progress,
+        stop_at=args.stop_at,
     )
     loop.validate()
     run_dir = args.resume or args.out or pathlib.Path("runs") / (
@@ -124,7 +130,8 @@ def build(argv: list[str]):
         "env": args.env,
         "seeds": list(seeds),
         "config": dataclasses.asdict(config),
-        "loop": {"iterations_per_chunk": chunk, "checkpoint_every": args.checkpoint_every},
+        "loop": {"iterations_per_chunk": chunk, "checkpoint_every": args.checkpoint_every,
+                 "stop_at": args.stop_at},
     }
     if args.int8:
         record["int8"] = True
@@ -154,6 +161,22 @@ def main(argv=None) -> None:
         f"{result.rows[-1]['env_steps']:,} env steps, {result.wall_s:.1f} s training "
         f"+ {result.compile_s:.1f} s compile; policy -> {export_path}"
     )
+    threshold = loop.stop_at if loop.stop_at is not None else _preset_threshold(record["env"])
+    if threshold is not None:
+        reached = result.first_reaching(threshold)
+        print(
+            f"eval return >= {threshold:g} on every seed: "
+            + ("not reached" if reached is None else
+               f"at {reached['env_steps']:,} env steps, {reached['wall_s']:.1f} s training "
+               f"+ {result.compile_s:.1f} s compile")
+        )
+
+
+def _preset_threshold(env_id: str):
+    from eggroll_rl.experiments.preset_files import for_env
+
+    found = for_env(env_id)
+    return None if found is None else found.threshold
 
 
 def export(trainer, state, run_dir: pathlib.Path, record: dict) -> pathlib.Path:

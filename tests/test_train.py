@@ -22,7 +22,25 @@ def test_readme_main_command_solves_cartpole_with_eggroll(tmp_path, capsys):
     assert rows[-1]["env_steps"] >= 300_000  # the preset's budget was spent, not skipped
     for name in ("config.json", "metrics.csv", "curve.png", "policy"):
         assert (out / name).exists(), name
-    assert "done: eval return" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "done: eval return" in printed
+    assert "eval return >= 475 on every seed: at " in printed  # the preset's threshold
+
+
+def test_stop_at_ends_the_run_at_the_first_chunk_that_reaches_it(tmp_path):
+    config = ESConfig(total_steps=200_000, pop_size=8, hidden=(8,), eval_episodes=2)
+    trainer = ESTrainer(envs.make("gymnax/CartPole-v1"), config)
+    loop = LoopConfig(total_steps=200_000, iterations_per_chunk=2, seeds=(0, 1), progress=False,
+                      stop_at=5.0)  # every CartPole episode lasts >= 8 steps: reached at once
+    result = run(trainer, loop, tmp_path / "run")
+    assert {row["iteration"] for row in result.rows} == {2}
+    assert max(row["env_steps"] for row in result.rows) < 200_000
+    assert result.first_reaching(5.0) == {
+        "iteration": 2, "env_steps": max(r["env_steps"] for r in result.rows),
+        "wall_s": result.rows[0]["wall_s"],
+    }
+    assert result.first_reaching(1e9) is None
+    assert (tmp_path / "run" / "checkpoints").is_dir()  # the early stop is checkpointed
 
 
 def test_openes_improves_on_cartpole():
