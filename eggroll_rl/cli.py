@@ -11,6 +11,7 @@ COMMANDS = {
     "envs": ("eggroll_rl.envs.registry", "list every env id that can be made here"),
     "compare": ("eggroll_rl.experiments.compare", "run algorithms side by side: results, curves, summary"),
     "plot": ("eggroll_rl.experiments.plot", "redraw learning curves from compare result folders"),
+    "report": ("eggroll_rl.experiments.report", "a compare folder's table + paper check, for the README"),
 }
 # Commands whose compiled programs are worth keeping between runs (bench measures cold compiles).
 CACHED = ("train", "compare", "demo")

@@ -100,3 +100,134 @@ def summary(rows: list[dict], meta: dict) -> str:
         if env_id in grouped or info.get("skipped"):
             sections.append(env_section(env_id, grouped.get(env_id, {}), info))
     return "\n".join(head + sections)
+
+
+def verdict(eggroll: list[float], other: list[float]) -> str:
+    """EGGROLL against another algorithm on one env, from final returns per seed.
+
+    "better" / "worse" when the means differ by more than two standard errors of their
+    difference (sqrt(se_a^2 + se_b^2)), else "competitive": the three classes the paper counts.
+    """
+    (mean_e, se_e), (mean_o, se_o) = results.mean_se(eggroll), results.mean_se(other)
+    margin = 2 * (se_e**2 + se_o**2) ** 0.5
+    if mean_e - mean_o > margin:
+        return "better"
+    if mean_o - mean_e > margin:
+        return "worse"
+    return "competitive"
+
+
+def _speed(rows: list[dict]) -> float:
+    last = max(rows, key=lambda r: r["iteration"])
+    steps = sum(r["env_steps"] for r in rows if r["iteration"] == last["iteration"])
+    return steps / last["wall_s"] if last["wall_s"] > 0 else float("nan")
+
+
+def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
+    """The README's results section: one table over all envs, the figure, and the paper check.
+
+    Generated from results.csv and meta.json only, so the README cannot drift from the files.
+    """
+    grouped = results.pairs(rows)
+    lines = [
+        f"`{meta.get('command', '')}` on {meta.get('cores', '?')} cores ({meta.get('cpu', '?')}), "
+        f"JAX {meta.get('jax', '?')}, {meta.get('date', '')[:10]}, commit "
+        f"`{(meta.get('git_commit') or '?')[:10]}`. Final eval return of the mean policy, mean ± "
+        "s.e. over seeds; steps/s over all seeds, training only.",
+        "",
+        "| env | budget (steps/seed) | EGGROLL | OpenES | PPO | EGGROLL vs OpenES | "
+        "EGGROLL PPO-normalised | steps/s EGGROLL / OpenES / PPO |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    counts = {"better": 0, "competitive": 0, "worse": 0}
+    speedups = []
+    skipped = []
+    for env_id, info in meta.get("envs", {}).items():
+        if info.get("skipped"):
+            skipped.append(f"{env_id} ({info['skipped'].splitlines()[0]})")
+            continue
+        pairs = grouped.get(env_id, {})
+        if not pairs:
+            continue
+        finals = {algo: final_returns(r) for algo, r in pairs.items()}
+        cells = []
+        for algo in ("eggroll", "openes", "ppo"):
+            if algo in finals:
+                mean, se = results.mean_se(finals[algo])
+                cells.append(f"{mean:.4g} ± {se:.2g}")
+            else:
+                cells.append("-")
+        compared = "-"
+        if "eggroll" in finals and "openes" in finals:
+            compared = verdict(finals["eggroll"], finals["openes"])
+            counts[compared] += 1
+            speedups.append(_speed(pairs["eggroll"]) / _speed(pairs["openes"]))
+        norm = "-"
+        if "eggroll" in finals:
+            ppo = results.mean_se(finals["ppo"]) if "ppo" in finals else None
+            norm = normalised(results.mean_se(finals["eggroll"])[0], ppo, info.get("random_return"))
+        speeds = " / ".join(
+            f"{_speed(pairs[a]):,.0f}" if a in pairs else "-" for a in ("eggroll", "openes", "ppo")
+        )
+        lines.append(
+            f"| {env_id} | {info.get('total_steps', 0):,} | {' | '.join(cells)} | {compared} "
+            f"| {norm} | {speeds} |"
+        )
+    lines += ["", f"![learning curves]({figure})", ""]
+    n = sum(counts.values())
+    if n:
+        lines.append(
+            f"EGGROLL against OpenES here: better on {counts['better']}, competitive on "
+            f"{counts['competitive']}, worse on {counts['worse']} of {n} envs (better/worse: means "
+            "more than two standard errors of their difference apart). The paper: better on 7, "
+            "competitive on 7, worse on 2 of 16."
+            + (
+                f" EGGROLL's training steps/s were {min(speedups):.2g}x to {max(speedups):.2g}x "
+                "OpenES's on the same env, policy and population."
+                if speedups else ""
+            )
+        )
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def replace_marked(text: str, name: str, block: str) -> str:
+    """``text`` with the part between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected one '{start}' followed by one '{end}' in the file.")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{block}{end}{tail}"
+
+
+def main(argv=None) -> None:
+    """``eggroll-rl report DIR [--readme README.md]``: print (or write into a README) the block."""
+    import argparse
+    import json
+    import pathlib
+
+    parser = argparse.ArgumentParser(
+        prog="eggroll-rl report",
+        description="Summarise a compare result folder as a README section (table, figure, "
+        "agreement with the paper), regenerated from its results.csv and meta.json.",
+    )
+    parser.add_argument("dir", type=pathlib.Path, help="a folder written by `eggroll-rl compare`")
+    parser.add_argument(
+        "--readme", type=pathlib.Path,
+        help="write the block between '<!-- results:DIRNAME:start/end -->' markers in this file",
+    )
+    args = parser.parse_args(argv)
+    rows = results.read(args.dir / "results.csv")
+    meta_path = args.dir / "meta.json"
+    if not rows or not meta_path.exists():
+        parser.error(f"{args.dir} holds no results.csv rows or no meta.json.")
+    meta = json.loads(meta_path.read_text())
+    if args.readme is None:
+        print(readme_block(rows, meta, str(args.dir / "curves.png")), end="")
+        return
+    figure = (args.dir / "curves.png").resolve().relative_to(args.readme.resolve().parent)
+    block = readme_block(rows, meta, figure.as_posix())
+    args.readme.write_text(replace_marked(args.readme.read_text(), f"results:{args.dir.name}", block))
+    print(f"updated {args.readme}")

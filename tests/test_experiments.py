@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import pathlib
 import shutil
 
 import pytest
@@ -202,3 +203,66 @@ def test_summary_normalises_by_ppo_only_when_ppo_beats_random():
     assert report.normalised(-150.0, (-200.0, 5.0), -1200.0) == "1.05"
     assert "PPO near random" in report.normalised(50.0, (12.0, 3.0), 10.0)
     assert report.normalised(50.0, None, 10.0) == "no PPO run"
+
+
+# ---- the README's results section ------------------------------------------------------
+
+
+def _rows(env, algo, finals, steps=1000, wall=2.0):
+    return [
+        {"env": env, "algo": algo, "seed": seed, "iteration": it, "env_steps": steps * it,
+         "wall_s": wall * it, "eval_return": value if it == 2 else 0.0}
+        for seed, value in enumerate(finals) for it in (1, 2)
+    ]
+
+
+def test_verdict_counts_two_standard_errors_of_the_difference():
+    from eggroll_rl.experiments import report
+
+    assert report.verdict([10.0, 10.2, 9.8], [10.1, 9.9, 10.0]) == "competitive"
+    assert report.verdict([20.0, 20.2, 19.8], [10.1, 9.9, 10.0]) == "better"
+    assert report.verdict([0.0, 0.2, -0.2], [10.1, 9.9, 10.0]) == "worse"
+    # a large gap inside wide error bars is not called a win
+    assert report.verdict([0.0, 40.0], [10.0, 10.0]) == "competitive"
+
+
+def test_readme_block_tables_counts_and_marks(tmp_path):
+    from eggroll_rl.experiments import report
+
+    rows = (
+        _rows("a/Env", "eggroll", [20.0, 20.2, 19.8], wall=1.0)
+        + _rows("a/Env", "openes", [10.1, 9.9, 10.0], wall=4.0)
+        + _rows("a/Env", "ppo", [30.0, 30.0, 30.0])
+        + _rows("b/Env", "eggroll", [1.0, 1.0]) + _rows("b/Env", "openes", [1.0, 1.1])
+    )
+    meta = {"command": "cmd", "cores": 2, "jax": "x", "date": "2026-01-01T00:00",
+            "envs": {"a/Env": {"total_steps": 2000, "random_return": 0.0},
+                     "b/Env": {"total_steps": 2000}, "c/Env": {"skipped": "pip install c"}}}
+    block = report.readme_block(rows, meta, "fig.png")
+    a_line = next(line for line in block.splitlines() if line.startswith("| a/Env"))
+    assert "| 20 ± 0.12 | 10 ± 0.058 | 30 ± 0 | better | 0.67 |" in a_line
+    assert "3,000 / 750 / 1,500" in a_line  # steps/s: all seeds' steps at the last eval / wall s
+    assert "better on 1, competitive on 1, worse on 0 of 2 envs" in block
+    assert "1x to 4x" in block and "![learning curves](fig.png)" in block
+    assert "Skipped: c/Env (pip install c)." in block
+    readme = tmp_path / "README.md"
+    readme.write_text("head\n<!-- results:x:start -->\nold\n<!-- results:x:end -->\ntail\n")
+    text = report.replace_marked(readme.read_text(), "results:x", block)
+    assert text.startswith("head\n<!-- results:x:start -->\n`cmd`") and text.endswith("<!-- results:x:end -->\ntail\n")
+    with pytest.raises(ValueError, match="expected one"):
+        report.replace_marked("no markers", "results:x", block)
+
+
+def test_readme_results_section_is_generated_from_the_committed_files():
+    from eggroll_rl.experiments import report
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    folder = root / "experiments" / "results" / "paper-cpu"
+    rows = results.read(folder / "results.csv")
+    meta = json.loads((folder / "meta.json").read_text())
+    block = report.readme_block(rows, meta, "experiments/results/paper-cpu/curves.png")
+    readme = (root / "README.md").read_text()
+    assert report.replace_marked(readme, "results:paper-cpu", block) == readme, (
+        "README's paper-cpu section differs from the committed results: run "
+        "`eggroll-rl report experiments/results/paper-cpu --readme README.md`"
+    )
