@@ -56,16 +56,20 @@ def jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
     plain = jax.jit(fun, **jit_kwargs)
     tuned: dict[str, Callable] = {}
 
+    def top_level() -> Callable:
+        options = compiler_options()
+        if not options:
+            return plain
+        if "fn" not in tuned:
+            tuned["fn"] = jax.jit(fun, compiler_options=options, **jit_kwargs)
+        return tuned["fn"]
+
     @functools.wraps(fun)
     def call(*args, **kwargs):
         if _traced(args, kwargs):
             return plain(*args, **kwargs)
-        options = compiler_options()
-        if not options:
-            return plain(*args, **kwargs)
-        if "fn" not in tuned:
-            tuned["fn"] = jax.jit(fun, compiler_options=options, **jit_kwargs)
-        return tuned["fn"](*args, **kwargs)
+        return top_level()(*args, **kwargs)
 
-    call.plain = plain  # the jit without options, e.g. for ``.lower`` inside other programs
+    call.lower = lambda *args, **kwargs: top_level().lower(*args, **kwargs)  # as jax.jit has
+    call.plain = plain  # the jit without options
     return call

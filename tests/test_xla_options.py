@@ -36,6 +36,8 @@ def test_tuned_population_forward_matches_the_plain_compile_at_top_level_and_nes
     plain = jax.jit(forward)(population, xs)
     tuned = xla_options.jit(forward)
     np.testing.assert_allclose(tuned(population, xs), plain, rtol=1e-5, atol=1e-6)
+    compiled = tuned.lower(population, xs).compile()  # .lower works as on a jax.jit
+    np.testing.assert_allclose(compiled(population, xs), plain, rtol=1e-5, atol=1e-6)
     # inside another jit the options are left to the outer program (JAX refuses nested ones)
     nested = jax.jit(lambda p, x: tuned(p, x) * 2)(population, xs)
     np.testing.assert_allclose(nested, 2 * plain, rtol=1e-5, atol=1e-6)
