@@ -9,7 +9,8 @@ with their producers. Measured with ``eggroll-rl bench`` (README): an EGGROLL 3 
 step ~30% shorter, plain inference unchanged within noise.
 
 The options are per compiled program (``jax.jit(..., compiler_options=...)``), never a global
-flag, and only on the CPU backend. JAX accepts them on top-level jits only, so ``jit`` below
+flag, and only on the CPU backend; the train loop uses them for trainers whose hot loop is a
+population forward (``population_forward``), so PPO compiles as before. JAX accepts them on top-level jits only, so ``jit`` below
 adds them when called from Python and leaves them off when traced inside another jit (whose own
 options then apply). ``EGGROLL_RL_DEFAULT_XLA=1`` turns them off; an XLA_FLAGS setting of the
 same option wins.
