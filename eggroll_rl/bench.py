@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eggroll_rl import xla_options
 from eggroll_rl.bench_training import TrainingCase, run_training_case
 from eggroll_rl.bench_training import describe as describe_training
 from eggroll_rl.bench_training import shared_policy_rollout
 from eggroll_rl.layer import EggrollDense
 from eggroll_rl.networks import MLP, Policy
-from eggroll_rl import xla_options
 from eggroll_rl.strategies import Eggroll, OpenES
 
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from eggroll_rl.networks import Policy
 from eggroll_rl import xla_options
+from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
 

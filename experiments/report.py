@@ -45,6 +45,13 @@ def threshold_time(rows: list[dict], threshold: Optional[float]) -> str:
     return "not reached"
 
 
+def _speed(rows: list[dict]) -> float:
+    """Env steps per second of one (env, algo), all seeds, at its last eval point."""
+    last = max(rows, key=lambda r: r["iteration"])
+    steps = sum(r["env_steps"] for r in rows if r["iteration"] == last["iteration"])
+    return steps / last["wall_s"] if last["wall_s"] > 0 else float("nan")
+
+
 def env_section(env_id: str, pairs: dict[str, list[dict]], info: dict) -> str:
     """The markdown section of one env (``info``: that env's entry of meta.json)."""
     threshold, random_return = info.get("threshold"), info.get("random_return")
@@ -68,9 +75,7 @@ def env_section(env_id: str, pairs: dict[str, list[dict]], info: dict) -> str:
         mean, se = results.mean_se(finals)
         algo_info = info.get("algos", {}).get(algo, {})
         last = max(rows, key=lambda r: r["iteration"])
-        last_rows = [r for r in rows if r["iteration"] == last["iteration"]]
-        steps = sum(r["env_steps"] for r in last_rows)
-        speed = steps / last["wall_s"] if last["wall_s"] > 0 else float("nan")
+        speed = _speed(rows)
         compile_s = algo_info.get("compile_s")
         lines.append(
             f"| {algo} | {mean:.4g} ± {se:.2g} | {len(finals)} | {normalised(mean, ppo, random_return)} "
@@ -115,12 +120,6 @@ def verdict(eggroll: list[float], other: list[float]) -> str:
     if mean_o - mean_e > margin:
         return "worse"
     return "competitive"
-
-
-def _speed(rows: list[dict]) -> float:
-    last = max(rows, key=lambda r: r["iteration"])
-    steps = sum(r["env_steps"] for r in rows if r["iteration"] == last["iteration"])
-    return steps / last["wall_s"] if last["wall_s"] > 0 else float("nan")
 
 
 def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
