@@ -115,11 +115,6 @@ class ESTrainer:
         return self.config.algo
 
     @property
-    def population_forward(self) -> bool:
-        """The hot loop is ``population_apply``: the train loop compiles with ``xla_options``."""
-        return True
-
-    @property
     def network(self) -> Policy:
         return Policy(
             self.task.action_size, not self.task.discrete, tuple(self.config.hidden),

@@ -27,8 +27,8 @@ from eggroll_rl.agents.run_log import RunLog
 
 class Trainer(Protocol):
     name: str
-    # Optional ``population_forward = True``: the trainer's hot loop is a float population
-    # forward (``population_apply``), which ``xla_options`` speeds up on CPU; others compile as is.
+    # Optional ``integer_dots = True``: the trainer's matmuls are int8, so it compiles with XLA's
+    # defaults; every other trainer gets ``xla_options`` (faster float rollouts and Brax physics).
 
     def init(self, key: jax.Array) -> Any: ...
 
@@ -108,7 +108,7 @@ def run(
     init_keys, eval_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
 
     start = time.perf_counter()
-    options = xla_options.compiler_options() if getattr(trainer, "population_forward", False) else {}
+    options = {} if getattr(trainer, "integer_dots", False) else xla_options.compiler_options()
     init = jax.jit(jax.vmap(trainer.init), compiler_options=options)
     chunk_fn = jax.jit(
         jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)),

@@ -1,16 +1,20 @@
-"""XLA:CPU compiler options that keep a population forward pass close to plain inference.
+"""XLA:CPU compiler options that keep float population rollouts close to plain inference.
 
-XLA's CPU backend hands reductions to its YNNPACK library fusions by default. In an EGGROLL
-forward each LayerNorm+ReLU output feeds two consumers (the shared matmul, and the member's
-``x . B`` low-rank coefficient, a reduction); a library reduction cannot absorb its producer,
-so XLA computes the whole LayerNorm twice, reading every member's LayerNorm noise twice. Giving
-YNNPACK individual dots only (``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``) lets the reductions fuse
-with their producers. Measured with ``eggroll-rl bench`` (README): an EGGROLL 3 x 256 forward
-step ~30% shorter, plain inference unchanged within noise.
+XLA's CPU backend hands dots, elementwise ops and reductions to its YNNPACK library fusions by
+default. A library fusion cannot absorb its producers, which costs us twice: in an EGGROLL
+forward each LayerNorm+ReLU output feeds both the shared matmul and the member's ``x . B``
+coefficient (a reduction), so XLA computed the whole LayerNorm twice per member; and Brax's
+physics, full of tiny matmuls and reductions, ran at half the speed it reaches without them.
+With every YNNPACK fusion off (an empty ``xla_cpu_experimental_ynn_fusion_type``), XLA's own
+fused loops and dot emitter do the work. Measured with ``eggroll-rl bench`` and
+``experiments/brax_ppo_speed.py`` (README): EGGROLL rollouts 15-20% shorter, Brax env steps ~2x.
+
+Integer matmuls are the exception: XLA's own int8 dot is ~2.5x slower than YNNPACK's, so the
+int8 programs (the int8 trainer, marked ``integer_dots``, and the int8 bench) use a plain
+``jax.jit`` and keep XLA's defaults.
 
 The options are per compiled program (``jax.jit(..., compiler_options=...)``), never a global
-flag, and only on the CPU backend; the train loop uses them for trainers whose hot loop is a
-population forward (``population_forward``), so PPO compiles as before. JAX accepts them on top-level jits only, so ``jit`` below
+flag, and only on the CPU backend. JAX accepts them on top-level jits only, so ``jit`` below
 adds them when called from Python and leaves them off when traced inside another jit (whose own
 options then apply). ``EGGROLL_RL_DEFAULT_XLA=1`` turns them off; an XLA_FLAGS setting of the
 same option wins.
@@ -25,7 +29,7 @@ from typing import Any, Callable
 import jax
 
 OPTION = "xla_cpu_experimental_ynn_fusion_type"
-VALUE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+VALUE = ""  # no YNNPACK library fusions
 
 
 @functools.cache
@@ -40,7 +44,7 @@ def _supported(backend: str) -> bool:
 
 
 def compiler_options() -> dict[str, Any]:
-    """The options for a top-level ``jax.jit`` on the current default backend ({} if none)."""
+    """The options for a top-level float ``jax.jit`` on the current default backend ({} if none)."""
     if os.environ.get("EGGROLL_RL_DEFAULT_XLA") or OPTION in os.environ.get("XLA_FLAGS", ""):
         return {}
     return {OPTION: VALUE} if _supported(jax.default_backend()) else {}
