@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import pathlib
 import time
 from typing import Any, Callable, Optional, Protocol, Sequence
@@ -89,6 +90,19 @@ class TrainResult:
         return [row[key] for row in self.rows if row["iteration"] == last]
 
 
+def _over_seeds(fn: Callable, single: bool) -> Callable:
+    """``jax.vmap(fn)``; for one seed, the same leading axis without batching the traced
+    program (vmapping a scan re-traces its body, seconds of compile time for nothing)."""
+    if not single:
+        return jax.vmap(fn)
+
+    def one(*args):
+        out = fn(*jax.tree_util.tree_map(lambda x: x[0], args))
+        return jax.tree_util.tree_map(lambda x: jnp.expand_dims(x, 0), out)
+
+    return one
+
+
 def _seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.key(int(seed)) for seed in seeds])
 
@@ -109,17 +123,24 @@ def run(
 
     start = time.perf_counter()
     options = {} if getattr(trainer, "integer_dots", False) else xla_options.compiler_options()
-    init = jax.jit(jax.vmap(trainer.init), compiler_options=options)
+    over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
+    init = jax.jit(over_seeds(trainer.init), compiler_options=options)
     chunk_fn = jax.jit(
-        jax.vmap(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)),
+        over_seeds(lambda s: trainer.train_chunk(s, loop.iterations_per_chunk)),
         compiler_options=options,
     )
-    evaluate_fn = jax.jit(jax.vmap(trainer.evaluate), compiler_options=options)
-    state = init(init_keys)
-    # XLA compiles outside the GIL: build the two programs side by side.
+    evaluate_fn = jax.jit(over_seeds(trainer.evaluate), compiler_options=options)
+    # On one device, lower from the state's shapes so both programs trace and compile (XLA
+    # releases the GIL) while init compiles and runs. With several devices the programs must
+    # see the state's real shardings, so init runs first.
+    single_device = jax.device_count() == 1
+    state = None if single_device else init(init_keys)
+    like = jax.eval_shape(init, init_keys) if single_device else state
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        chunk = pool.submit(lambda: chunk_fn.lower(state).compile())
-        evaluate = pool.submit(lambda: evaluate_fn.lower(state, eval_keys).compile())
+        chunk = pool.submit(lambda: chunk_fn.lower(like).compile())
+        evaluate = pool.submit(lambda: evaluate_fn.lower(like, eval_keys).compile())
+        if state is None:
+            state = init(init_keys)
         chunk, evaluate = chunk.result(), evaluate.result()
     compile_s = time.perf_counter() - start
 

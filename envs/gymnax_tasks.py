@@ -6,6 +6,7 @@ the adapter binds the env params, converts spaces to Gymnasium's and checks acti
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from eggroll_rl.envs.gymnax_render import renderer
@@ -43,15 +44,15 @@ def make(name: str, **env_params) -> Task:
     def step(key, state, action):
         action = check_action(env_id, action_space, action)
         obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
-        info = {"final_obs": info["final_observation"]}
-        return (
-            obs,
-            state,
-            jnp.asarray(reward, jnp.float32),
-            jnp.asarray(terminated, bool),
-            jnp.asarray(truncated, bool),
-            info,
-        )
+        return _outputs(obs, state, reward, terminated, truncated, info["final_observation"])
+
+    def step_without_reset(key, state, action):
+        # gymnax's own step minus its reset: the same key split, so trajectories match.
+        action = check_action(env_id, action_space, action)
+        key_step, _ = jax.random.split(key)
+        obs, state, reward, terminated, _ = env.step_env(key_step, state, action, params)
+        truncated = env.is_truncated(state, params)
+        return _outputs(obs, state, reward, terminated, truncated, obs)
 
     return Task(
         env_id=env_id,
@@ -61,4 +62,16 @@ def make(name: str, **env_params) -> Task:
         action_space=action_space,
         max_episode_steps=int(params.max_steps_in_episode),
         render=renderer(name),
+        step_without_reset=step_without_reset,
+    )
+
+
+def _outputs(obs, state, reward, terminated, truncated, final_obs):
+    return (
+        obs,
+        state,
+        jnp.asarray(reward, jnp.float32),
+        jnp.asarray(terminated, bool),
+        jnp.asarray(truncated, bool),
+        {"final_obs": final_obs},
     )

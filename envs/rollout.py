@@ -3,8 +3,9 @@
 Fitness is an episode return, so evaluating a generation means running every member's episodes
 to the end. All ``N x k`` episodes step together in one loop over time: the policy is one
 ``population_apply`` call per step (member i sees its k observations as one batch), actions
-and env steps are vmapped. Tasks auto-reset, so each slot is masked after its first episode
-ends: every episode's return counts exactly once and ``env_steps`` counts only live steps.
+and env steps are vmapped. Each slot is masked after its first episode ends (tasks that
+can skip their autoreset, ``Task.episode_step``, do): every episode's return counts exactly once
+and ``env_steps`` counts only live steps.
 The loop stops as soon as every slot is done (early generations end most episodes long before
 the time limit). The same loop evaluates a single policy (``evaluate``), so training and
 evaluation cannot drift apart.
@@ -84,7 +85,7 @@ def run_episodes(
     obs, env_state = jax.vmap(jax.vmap(task.reset))(_slot_keys(key_reset, slots))
     select = functools.partial(select_action, task.action_space, deterministic=deterministic)
     select = jax.vmap(jax.vmap(select))
-    env_step = jax.vmap(jax.vmap(task.step))
+    env_step = jax.vmap(jax.vmap(task.episode_step))  # slots are masked after one episode
     track_stats = obs_stats is not None and update_stats
 
     def step(carry):

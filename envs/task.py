@@ -33,6 +33,16 @@ class Task:
     action_space: gymnasium.spaces.Space
     max_episode_steps: int
     render: Optional[Callable[[Any], np.ndarray]] = None
+    step_without_reset: Optional[Callable[[jax.Array, Any, jax.Array], tuple]] = None
+    """Optional: ``step`` with the same results until an episode ends, minus the autoreset
+    (after a done, ``obs`` and ``state`` stay the finished episode's). Rollouts use only each
+    slot's first episode, so they call this when a suite has it, and skip a reset (random
+    draws, physics init) per env per step; ``episode_step`` picks it or falls back to ``step``."""
+
+    @property
+    def episode_step(self) -> Callable[[jax.Array, Any, jax.Array], tuple]:
+        """The step for loops that mask each slot after its first episode."""
+        return self.step if self.step_without_reset is None else self.step_without_reset
 
     @property
     def discrete(self) -> bool:

@@ -112,3 +112,36 @@ def test_gymnax_truncation_is_not_termination():
         )
         flags.append((bool(terminated), bool(truncated)))
     assert flags == [(False, False), (False, False), (False, True), (False, False)]
+
+
+@pytest.mark.parametrize("env_id", ["gymnax/CartPole-v1", "gymnax/Pendulum-v1"])
+def test_gymnax_step_without_reset_is_the_first_episode_of_step(env_id):
+    """Rollouts step without the autoreset: same episode, same flags, then no fresh start."""
+    task = envs.make(env_id, max_steps_in_episode=6)
+    space = task.action_space
+    action = jnp.int32(1) if task.discrete else jnp.full(space.shape, 0.5, jnp.float32)
+
+    @jax.jit
+    def both(key):
+        obs, state = task.reset(key)
+
+        def body(states, key):
+            with_reset, without = states
+            a = task.step(key, with_reset, action)
+            b = task.step_without_reset(key, without, action)
+            done = a[3] | a[4]
+            return (a[1], b[1]), (a[0], a[5]["final_obs"], a[2], a[3], a[4], done, b[0], b[2], b[3], b[4])
+
+        return jax.lax.scan(body, (state, state), jax.random.split(key, 8))[1]
+
+    obs, final_obs, reward, terminated, truncated, done, obs_b, reward_b, term_b, trunc_b = both(
+        jax.random.key(5)
+    )
+    first = int(np.argmax(np.asarray(done)))
+    assert bool(done[first])  # the first episode ends within the 8 steps (6-step limit)
+    span = slice(0, first + 1)
+    np.testing.assert_array_equal(obs_b[span], final_obs[span])
+    np.testing.assert_array_equal(reward_b[span], reward[span])
+    np.testing.assert_array_equal(term_b[span], terminated[span])
+    np.testing.assert_array_equal(trunc_b[span], truncated[span])
+    assert not np.array_equal(obs_b[first + 1], obs[first + 1])  # the reset episode differs
