@@ -112,7 +112,10 @@ def build(argv: list[str]):
     else:
         trainer = ESTrainer(task, config) if config_cls is ESConfig else PPO(task, config)
     seeds = tuple(args.seed or [0])
-    chunk = args.iterations_per_chunk or (5 if config_cls is ESConfig else 10)
+    # ES generations are long, so chunks are short; with --stop-at, shorter still (an eval per
+    # 2 generations, a few ms each) so the run stops soon after the threshold is reached.
+    es_chunk = 2 if args.stop_at is not None else 5
+    chunk = args.iterations_per_chunk or (es_chunk if config_cls is ESConfig else 10)
     loop = LoopConfig(
         total_steps=config.total_steps,
         iterations_per_chunk=chunk,
