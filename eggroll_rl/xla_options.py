@@ -4,10 +4,13 @@ XLA's CPU backend hands dots, elementwise ops and reductions to its YNNPACK libr
 default. A library fusion cannot absorb its producers, which costs us twice: in an EGGROLL
 forward each LayerNorm+ReLU output feeds both the shared matmul and the member's ``x . B``
 coefficient (a reduction), so XLA computed the whole LayerNorm twice per member; and Brax's
-physics, full of tiny matmuls and reductions, ran at half the speed it reaches without them.
+physics, full of tiny matmuls and reductions, ran at less than half the speed it reaches
+without them.
 With every YNNPACK fusion off (an empty ``xla_cpu_experimental_ynn_fusion_type``), XLA's own
 fused loops and dot emitter do the work. Measured with ``eggroll-rl bench`` and
-``experiments/brax_ppo_speed.py`` (README): EGGROLL rollouts 15-20% shorter, Brax env steps ~2x.
+``experiments/brax_backend_speed.py`` (README): EGGROLL CartPole generations 10-18% shorter,
+Brax env steps 2.4x faster at 2048 envs. The price: XLA's own dot is slower than YNNPACK's on
+very wide layers (4096 x 4096: ~1.7x) and on PPO's tiny gymnax nets (~15%).
 
 Integer matmuls are the exception: XLA's own int8 dot is ~2.5x slower than YNNPACK's, so the
 int8 programs (the int8 trainer, marked ``integer_dots``, and the int8 bench) use a plain

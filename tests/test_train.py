@@ -27,6 +27,25 @@ def test_readme_main_command_solves_cartpole_with_eggroll(tmp_path, capsys):
     assert "eval return >= 475 on every seed: at " in printed  # the preset's threshold
 
 
+def test_one_seed_runs_without_vmap_match_the_same_seed_in_a_vmapped_run():
+    """One seed is traced without ``vmap`` (faster compile); it must train exactly the same."""
+    config = ESConfig(total_steps=4_000, pop_size=8, hidden=(8,), eval_episodes=2)
+    trainer = ESTrainer(envs.make("gymnax/CartPole-v1"), config)
+    common = dict(total_steps=4_000, iterations_per_chunk=2, progress=False)
+    alone = run(trainer, LoopConfig(seeds=(1,), **common))
+    both = run(trainer, LoopConfig(seeds=(0, 1), **common))
+    assert [r["eval_return"] for r in alone.rows] == [r["eval_return"] for r in both.rows if r["seed"] == 1]
+    assert [r["env_steps"] for r in alone.rows] == [r["env_steps"] for r in both.rows if r["seed"] == 1]
+    for got, want in zip(_leaves(alone.state.evo.mean), _leaves(both.state.evo.mean)):
+        np.testing.assert_allclose(got[0], want[1], rtol=1e-5, atol=1e-6)
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(tree)]
+
+
 def test_stop_at_ends_the_run_at_the_first_chunk_that_reaches_it(tmp_path):
     config = ESConfig(total_steps=200_000, pop_size=8, hidden=(8,), eval_episodes=2)
     trainer = ESTrainer(envs.make("gymnax/CartPole-v1"), config)
