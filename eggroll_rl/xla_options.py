@@ -7,12 +7,15 @@ coefficient (a reduction), so XLA computed the whole LayerNorm twice per member;
 physics, full of tiny matmuls and reductions, ran at less than half the speed it reaches
 without them.
 With every YNNPACK fusion off (an empty ``xla_cpu_experimental_ynn_fusion_type``), XLA's own
-fused loops and dot emitter do the work. Measured with ``eggroll-rl bench`` and
-``experiments/brax_backend_speed.py`` (README): EGGROLL CartPole generations 10-18% shorter,
-Brax env steps 2.4x faster at 2048 envs. The price: XLA's own dot is slower than YNNPACK's on
-very wide layers (4096 x 4096: ~1.7x) and on PPO's tiny gymnax nets (~15%).
+fused loops and dot emitter do the work. Measured (README): EGGROLL CartPole generations
+10-18% shorter (``eggroll-rl bench --case training_cartpole_3x256``, against the same with
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``), Brax
+env steps 2.4x faster at 2048 envs (``experiments/brax_backend_speed.py``). The price: XLA's
+own dot is slower than YNNPACK's on very wide layers (4096 x 4096: ~1.7x) and PPO on gymnax
+CartPole's tiny nets trains ~30% slower (``EGGROLL_RL_DEFAULT_XLA=1`` restores the defaults).
 
-Integer matmuls are the exception: XLA's own int8 dot is ~2.5x slower than YNNPACK's, so the
+Integer matmuls are the exception: XLA's own int8 dot is ~2.5x slower than YNNPACK's
+(``eggroll-rl bench --case int8_mlp_3x256`` with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``), so the
 int8 programs (the int8 trainer, marked ``integer_dots``, and the int8 bench) use a plain
 ``jax.jit`` and keep XLA's defaults.
 

@@ -48,28 +48,23 @@ def make(name: str, backend: str = DEFAULT_BACKEND, episode_length: int = EPISOD
         state = env.reset(key)
         return state.obs, (state, jnp.zeros((), jnp.int32))
 
-    def advance(state, action):
+    def step_without_reset(key, state, action):
         action = check_action(env_id, action_space, action)
         physics, t = state
         stepped = env.step(physics, action)
         t = t + 1
         terminated = stepped.done > 0.5
         truncated = jnp.logical_and(t >= episode_length, jnp.logical_not(terminated))
-        return stepped, t, terminated, truncated
+        reward = jnp.asarray(stepped.reward, jnp.float32)
+        return stepped.obs, (stepped, t), reward, terminated, truncated, {"final_obs": stepped.obs}
 
     def step(key, state, action):
-        stepped, t, terminated, truncated = advance(state, action)
+        _, (stepped, t), reward, terminated, truncated, info = step_without_reset(key, state, action)
         done = jnp.logical_or(terminated, truncated)
         fresh = env.reset(key)
         physics = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), fresh, stepped)
         t = jnp.where(done, 0, t)
-        reward = jnp.asarray(stepped.reward, jnp.float32)
-        return physics.obs, (physics, t), reward, terminated, truncated, {"final_obs": stepped.obs}
-
-    def step_without_reset(key, state, action):
-        stepped, t, terminated, truncated = advance(state, action)
-        reward = jnp.asarray(stepped.reward, jnp.float32)
-        return stepped.obs, (stepped, t), reward, terminated, truncated, {"final_obs": stepped.obs}
+        return physics.obs, (physics, t), reward, terminated, truncated, info
 
     return Task(
         env_id=env_id,
