@@ -14,6 +14,15 @@ env steps 2.4x faster at 2048 envs (``experiments/brax_backend_speed.py``). The 
 own dot is slower than YNNPACK's on very wide layers (4096 x 4096: ~1.7x) and PPO on gymnax
 CartPole's tiny nets trains ~30% slower (``EGGROLL_RL_DEFAULT_XLA=1`` restores the defaults).
 
+The second option turns off XLA:CPU's tree reduction rewriter, which splits every row
+reduction wider than 32 (LayerNorm's mean and variance, the member's ``x . B``) into a
+reduce-window and a second reduce. A reduce-window fuses with nothing, so XLA either wrote the
+perturbed layer output to memory for it or recomputed it from the noise rows in each consumer.
+Without the rewrite each reduction is one fusion with its producers. Measured side by side in
+one process (``python experiments/xla_options_ab.py``, README): EGGROLL CartPole rollouts
+14-16% faster at N=512 and 2048, the shared-policy rollout 6-10% faster; Brax physics
+(``--workload brax``) 2% faster, a PPO update on Brax (``--workload ppo_brax``) 2% slower.
+
 Integer matmuls are the exception: XLA's own int8 dot is ~2.5x slower than YNNPACK's
 (``eggroll-rl bench --case int8_mlp_3x256`` with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``), so the
 int8 programs (the int8 trainer, marked ``integer_dots``, and the int8 bench) use a plain
@@ -22,8 +31,8 @@ int8 programs (the int8 trainer, marked ``integer_dots``, and the int8 bench) us
 The options are per compiled program (``jax.jit(..., compiler_options=...)``), never a global
 flag, and only on the CPU backend. JAX accepts them on top-level jits only, so ``jit`` below
 adds them when called from Python and leaves them off when traced inside another jit (whose own
-options then apply). ``EGGROLL_RL_DEFAULT_XLA=1`` turns them off; an XLA_FLAGS setting of the
-same option wins.
+options then apply). ``EGGROLL_RL_DEFAULT_XLA=1`` turns them off; an XLA_FLAGS setting of an
+option wins over ours.
 """
 
 from __future__ import annotations
@@ -34,26 +43,37 @@ from typing import Any, Callable
 
 import jax
 
-OPTION = "xla_cpu_experimental_ynn_fusion_type"
-VALUE = ""  # no YNNPACK library fusions
+OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "",  # no YNNPACK library fusions
+    "xla_disable_hlo_passes": "tree_reduction_rewriter",  # row reductions stay fusible
+}
 
 
 @functools.cache
-def _supported(backend: str) -> bool:
+def _supported(backend: str, option: str) -> bool:
     if backend != "cpu":
         return False
     try:  # jaxlib versions without this option reject it at compile time
-        jax.jit(lambda x: x + 1, compiler_options={OPTION: VALUE}).lower(1.0).compile()
+        jax.jit(lambda x: x + 1, compiler_options={option: OPTIONS[option]}).lower(1.0).compile()
     except Exception:  # noqa: BLE001 - any refusal means: compile without it
         return False
     return True
 
 
 def compiler_options() -> dict[str, Any]:
-    """The options for a top-level float ``jax.jit`` on the current default backend ({} if none)."""
-    if os.environ.get("EGGROLL_RL_DEFAULT_XLA") or OPTION in os.environ.get("XLA_FLAGS", ""):
+    """The options for a top-level float ``jax.jit`` on the current default backend ({} if none).
+
+    Each option this jaxlib accepts, unless ``EGGROLL_RL_DEFAULT_XLA`` is set or ``XLA_FLAGS``
+    sets that option itself.
+    """
+    if os.environ.get("EGGROLL_RL_DEFAULT_XLA"):
         return {}
-    return {OPTION: VALUE} if _supported(jax.default_backend()) else {}
+    flags, backend = os.environ.get("XLA_FLAGS", ""), jax.default_backend()
+    return {
+        option: value
+        for option, value in OPTIONS.items()
+        if option not in flags and _supported(backend, option)
+    }
 
 
 def _traced(args, kwargs) -> bool:
