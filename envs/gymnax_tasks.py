@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from eggroll_rl.envs.gymnax_render import renderer
+from eggroll_rl.envs.source_names import literal_names
 from eggroll_rl.envs.spaces import to_gymnasium
 from eggroll_rl.envs.task import Task, check_action
 
@@ -17,6 +18,10 @@ SUITE = "gymnax"
 
 
 def names() -> list[str]:
+    """gymnax's built-in env ids, read from its source (no import) when the literal is found."""
+    listed = literal_names("gymnax", "registration.py", "_BUILTIN_ENV_IDS")
+    if listed is not None:
+        return listed
     import gymnax
 
     return list(gymnax.registered_envs)

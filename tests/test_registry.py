@@ -17,6 +17,41 @@ def test_paper_ids_are_listed():
         assert env_id in ids
 
 
+def test_suite_names_read_from_source_are_the_packages_own_and_need_no_import():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, eggroll_rl.envs as e; ids = e.list_envs(); "
+        "print(sorted(m for m in ('gymnax', 'brax') if m in sys.modules)); print(len(ids))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[0] == "[]"  # importing and listing imported no suite
+    import brax.envs
+    import gymnax
+
+    from eggroll_rl.envs import brax_tasks, gymnax_tasks
+
+    assert sorted(gymnax_tasks.names()) == sorted(gymnax.registered_envs)
+    assert brax_tasks.names() == sorted(brax.envs._envs)
+
+
+def test_source_names_fall_back_when_the_literal_is_missing_or_not_strings(tmp_path, monkeypatch):
+    from eggroll_rl.envs.source_names import literal_names
+
+    package = tmp_path / "fakesuite"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "reg.py").write_text("IDS = ['a', 'b']\nENVS = {'x': 1, 'y': 2}\nMIXED = ['a', f()]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert literal_names("fakesuite", "reg.py", "IDS") == ["a", "b"]
+    assert literal_names("fakesuite", "reg.py", "ENVS") == ["x", "y"]
+    assert literal_names("fakesuite", "reg.py", "MIXED") is None
+    assert literal_names("fakesuite", "reg.py", "ABSENT") is None
+    assert literal_names("fakesuite", "missing.py", "IDS") is None
+    assert literal_names("no_such_package_here", "reg.py", "IDS") is None
+
+
 def test_unknown_id_names_the_closest_ones():
     with pytest.raises(ValueError, match="unknown env id 'gymnax/CartPol-v1'.*gymnax/CartPole-v1"):
         envs.make("gymnax/CartPol-v1")
