@@ -88,7 +88,7 @@ class Int8ESTrainer:
 
     task: Task
     config: Int8ESConfig
-    integer_dots = True  # int8 matmuls: the train loop compiles with XLA's defaults (xla_options)
+    integer_dots = True  # int8 matmuls: the train loop keeps YNNPACK's int8 dots (xla_options)
 
     def __post_init__(self):
         self.config.validate()

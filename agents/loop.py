@@ -28,8 +28,9 @@ from eggroll_rl.agents.run_log import RunLog
 
 class Trainer(Protocol):
     name: str
-    # Optional ``integer_dots = True``: the trainer's matmuls are int8, so it compiles with XLA's
-    # defaults; every other trainer gets ``xla_options`` (faster float rollouts and Brax physics).
+    # Optional ``integer_dots = True``: the trainer's matmuls are int8, so it keeps YNNPACK's
+    # int8 dots (``xla_options.compiler_options(integer_dots=True)``); float trainers get all
+    # of ``xla_options`` (faster float rollouts and Brax physics).
 
     def init(self, key: jax.Array) -> Any: ...
 
@@ -122,7 +123,7 @@ def run(
     init_keys, eval_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
 
     start = time.perf_counter()
-    options = {} if getattr(trainer, "integer_dots", False) else xla_options.compiler_options()
+    options = xla_options.compiler_options(getattr(trainer, "integer_dots", False))
     over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
     init = jax.jit(over_seeds(trainer.init), compiler_options=options)
     chunk_fn = jax.jit(

@@ -93,6 +93,7 @@ def default_cases(scale: float = 1.0) -> list:
         Case("mlp_3x256", MLP(hidden=(256, 256, 256), out_features=2), 4, n(2048), 32),
         Case("dense_1024", EggrollDense(1024), 1024, n(512), 8),
         Case("dense_4096", EggrollDense(4096), 4096, n(128), 4, openes=False),
+        RolloutCase("rollout_cartpole_3x256_n512", "gymnax/CartPole-v1", (256, 256, 256), n(512), 64),
         RolloutCase("rollout_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(2048), 64),
         Int8Case("int8_mlp_3x256", (256, 256, 256), 4, 2, n(2048), 32),
         TrainingCase("training_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(512), 128),
@@ -245,11 +246,12 @@ def run_int8_case(case: Int8Case, rank: int = 1, repeats: int = 3) -> dict:
     def int8_step(params, noise, x):
         return int8.population_forward(params, noise, model.quantize(x[:, None]))
 
-    # int8 programs keep XLA's defaults (its YNNPACK int8 dots), as the int8 trainer does.
-    int8_steps = jax.jit(lambda params, noise, xs: _scan_total(
-        lambda x: int8_step(params, noise, x).astype(jnp.float32), xs))
-    int8_mean = jax.jit(lambda params, xs: _scan_total(
-        lambda x: model.forward(params, model.quantize(x)).astype(jnp.float32), xs))
+    # int8 programs keep YNNPACK's int8 dots, as the int8 trainer does (xla_options).
+    int8_steps = xla_options.jit(lambda params, noise, xs: _scan_total(
+        lambda x: int8_step(params, noise, x).astype(jnp.float32), xs), integer_dots=True)
+    int8_mean = xla_options.jit(lambda params, xs: _scan_total(
+        lambda x: model.forward(params, model.quantize(x)).astype(jnp.float32), xs),
+        integer_dots=True)
     float_steps = xla_options.jit(lambda population, xs: _scan_total(
         lambda x: eggroll.population_apply(population, float_model.apply, x), xs))
     seconds = _time_best({
@@ -279,8 +281,9 @@ def run(
         "backend": jax.default_backend(),
         "jax": jax.__version__,
         "machine": platform.machine(),
-        # applied to every float variant alike; int8 programs compile with XLA's defaults
+        # applied to every float variant alike; int8 programs get the integer_dots subset
         "compiler_options": xla_options.compiler_options(),
+        "int8_compiler_options": xla_options.compiler_options(integer_dots=True),
         "cases": [],
     }
     for case in cases or default_cases():
@@ -305,7 +308,10 @@ def run(
         if isinstance(case, RolloutCase):
             result = run_rollout_case(case, rank=rank, repeats=repeats)
             report["cases"].append(result)
-            report["rollout_eggroll_vs_inference"] = result["rollout_eggroll_vs_inference"]
+            # The goal holds for every N >= 512, so the headline is the worst population size.
+            by_size = report.setdefault("rollout_eggroll_vs_inference_by_population", {})
+            by_size[str(case.population_size)] = result["rollout_eggroll_vs_inference"]
+            report["rollout_eggroll_vs_inference"] = min(by_size.values())
             log(
                 f"{case.name}  N={case.population_size} k={case.episodes_per_member} "
                 f"{case.steps} steps of {case.env_id}: rollout eggroll/inference "

@@ -23,10 +23,11 @@ one process (``python experiments/xla_options_ab.py``, README): EGGROLL CartPole
 14-16% faster at N=512 and 2048, the shared-policy rollout 6-10% faster; Brax physics
 (``--workload brax``) 2% faster, a PPO update on Brax (``--workload ppo_brax``) 2% slower.
 
-Integer matmuls are the exception: XLA's own int8 dot is ~2.5x slower than YNNPACK's
-(``eggroll-rl bench --case int8_mlp_3x256`` with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``), so the
-int8 programs (the int8 trainer, marked ``integer_dots``, and the int8 bench) use a plain
-``jax.jit`` and keep XLA's defaults.
+Integer matmuls are the exception to the first option: XLA's own int8 dot is ~2.5x slower than
+YNNPACK's (``eggroll-rl bench --case int8_mlp_3x256`` with
+``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=``), so int8 programs (the int8 trainer,
+marked ``integer_dots``, and the int8 bench) keep the YNNPACK fusions and get only the second
+option (``integer_dots=True`` below).
 
 The options are per compiled program (``jax.jit(..., compiler_options=...)``), never a global
 flag, and only on the CPU backend. JAX accepts them on top-level jits only, so ``jit`` below
@@ -47,6 +48,7 @@ OPTIONS = {
     "xla_cpu_experimental_ynn_fusion_type": "",  # no YNNPACK library fusions
     "xla_disable_hlo_passes": "tree_reduction_rewriter",  # row reductions stay fusible
 }
+FLOAT_ONLY = ("xla_cpu_experimental_ynn_fusion_type",)  # int8 dots are faster in YNNPACK
 
 
 @functools.cache
@@ -60,11 +62,11 @@ def _supported(backend: str, option: str) -> bool:
     return True
 
 
-def compiler_options() -> dict[str, Any]:
-    """The options for a top-level float ``jax.jit`` on the current default backend ({} if none).
+def compiler_options(integer_dots: bool = False) -> dict[str, Any]:
+    """The options for a top-level ``jax.jit`` on the current default backend ({} if none).
 
-    Each option this jaxlib accepts, unless ``EGGROLL_RL_DEFAULT_XLA`` is set or ``XLA_FLAGS``
-    sets that option itself.
+    Each option this jaxlib accepts (with ``integer_dots``, those not in ``FLOAT_ONLY``), unless
+    ``EGGROLL_RL_DEFAULT_XLA`` is set or ``XLA_FLAGS`` sets that option itself.
     """
     if os.environ.get("EGGROLL_RL_DEFAULT_XLA"):
         return {}
@@ -72,7 +74,9 @@ def compiler_options() -> dict[str, Any]:
     return {
         option: value
         for option, value in OPTIONS.items()
-        if option not in flags and _supported(backend, option)
+        if not (integer_dots and option in FLOAT_ONLY)
+        and option not in flags
+        and _supported(backend, option)
     }
 
 
@@ -80,15 +84,15 @@ def _traced(args, kwargs) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((args, kwargs)))
 
 
-def jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
-    """``jax.jit(fun, **jit_kwargs)`` plus ``compiler_options()`` when called at top level."""
+def jit(fun: Callable | None = None, *, integer_dots: bool = False, **jit_kwargs) -> Callable:
+    """``jax.jit(fun, **jit_kwargs)`` plus ``compiler_options(integer_dots)`` at top level."""
     if fun is None:
-        return functools.partial(jit, **jit_kwargs)
+        return functools.partial(jit, integer_dots=integer_dots, **jit_kwargs)
     plain = jax.jit(fun, **jit_kwargs)
     tuned: dict[str, Callable] = {}
 
     def top_level() -> Callable:
-        options = compiler_options()
+        options = compiler_options(integer_dots)
         if not options:
             return plain
         if "fn" not in tuned:

@@ -378,9 +378,15 @@ def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths)
     from eggroll_rl import bench
 
     case = bench.RolloutCase("tiny_rollout", "test/rollout-lengths", (8,), 4, steps=3)
-    report = bench.run([case], repeats=1, log=lambda *_: None)
+    larger = bench.RolloutCase("tiny_rollout_n8", "test/rollout-lengths", (8,), 8, steps=3)
+    report = bench.run([case, larger], repeats=1, log=lambda *_: None)
     json.dumps(report)  # the --json output must serialise
-    (result,) = report["cases"]
+    result, result_n8 = report["cases"]
+    by_size = report["rollout_eggroll_vs_inference_by_population"]
+    assert by_size == {
+        "4": result["rollout_eggroll_vs_inference"], "8": result_n8["rollout_eggroll_vs_inference"]
+    }
+    assert report["rollout_eggroll_vs_inference"] == min(by_size.values())  # the worst size
     seconds = result["rollout_s"]
     assert seconds["rollout_eggroll"] > 0 and seconds["rollout_inference"] > 0
     # the ceiling is the faster of the two plain layouts of the shared policy
@@ -389,5 +395,4 @@ def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths)
     )
     ratio = seconds["rollout_inference"] / seconds["rollout_eggroll"]
     assert result["rollout_eggroll_vs_inference"] == pytest.approx(ratio)
-    assert report["rollout_eggroll_vs_inference"] == result["rollout_eggroll_vs_inference"]
     assert result["env_steps_per_s"]["rollout_eggroll"] == pytest.approx(4 * 3 / seconds["rollout_eggroll"])

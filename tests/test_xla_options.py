@@ -19,6 +19,8 @@ def test_options_on_cpu_and_the_opt_out(monkeypatch):
     monkeypatch.setenv("EGGROLL_RL_DEFAULT_XLA", "1")
     assert xla_options.compiler_options() == {}
     monkeypatch.delenv("EGGROLL_RL_DEFAULT_XLA")
+    integer = xla_options.compiler_options(integer_dots=True)
+    assert integer == {o: v for o, v in supported.items() if o not in xla_options.FLOAT_ONLY}
     option = next(iter(supported))
     monkeypatch.setenv("XLA_FLAGS", f"--{option}=SOMETHING_ELSE")
     expected = {o: v for o, v in supported.items() if o != option}
