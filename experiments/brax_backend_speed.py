@@ -16,12 +16,11 @@ import jax.numpy as jnp
 from eggroll_rl import envs, xla_options
 
 
-def measure(env_id: str, backend: str, batch: int, steps: int) -> tuple[float, float]:
-    task = envs.make(env_id, backend=backend)
+def physics_loop(task, batch: int, steps: int):
+    """``key -> total reward`` of ``batch`` envs stepped ``steps`` times with zero actions."""
 
-    @xla_options.jit  # compiled as the train loop compiles its programs
     def run(key):
-        obs, state = jax.vmap(task.reset)(jax.random.split(key, batch))
+        _, state = jax.vmap(task.reset)(jax.random.split(key, batch))
         action = jnp.zeros((batch,) + task.action_space.shape, jnp.float32)
 
         def body(state, key):
@@ -30,6 +29,13 @@ def measure(env_id: str, backend: str, batch: int, steps: int) -> tuple[float, f
             return state, reward.sum()
 
         return jax.lax.scan(body, state, jax.random.split(key, steps))[1].sum()
+
+    return run
+
+
+def measure(env_id: str, backend: str, batch: int, steps: int) -> tuple[float, float]:
+    task = envs.make(env_id, backend=backend)
+    run = xla_options.jit(physics_loop(task, batch, steps))  # as the train loop compiles
 
     start = time.perf_counter()
     run(jax.random.key(0)).block_until_ready()

@@ -78,11 +78,9 @@ def brax_worker(updates: int) -> dict:
     }
 
 
-def ours(updates: int) -> dict:
-    """Our PPO on the same env and batch sizes; compiled chunk timed without evaluation."""
-    import jax
-
-    from eggroll_rl import envs, xla_options
+def our_trainer(updates: int = 1):
+    """Our PPO on Brax's preset env, backend, batch sizes and network."""
+    from eggroll_rl import envs
     from eggroll_rl.agents.ppo import PPO, PPOConfig
 
     config = PPOConfig(
@@ -90,7 +88,16 @@ def ours(updates: int) -> dict:
         update_epochs=EPOCHS, lr=3e-4, gamma=0.97, ent_coef=1e-2, hidden=HIDDEN,
         layer_norm=False, normalize_reward=False, total_steps=STEPS_PER_UPDATE * updates,
     )
-    trainer = PPO(envs.make(f"brax/{ENV}", backend=BACKEND), config)
+    return PPO(envs.make(f"brax/{ENV}", backend=BACKEND), config)
+
+
+def ours(updates: int) -> dict:
+    """Our PPO on the same env and batch sizes; compiled chunk timed without evaluation."""
+    import jax
+
+    from eggroll_rl import xla_options
+
+    trainer = our_trainer(updates)
     start = time.perf_counter()
     options = xla_options.compiler_options()  # as the train loop compiles it
     state = jax.jit(trainer.init, compiler_options=options)(jax.random.key(0))

@@ -45,32 +45,16 @@ def programs(population_size: int, steps: int) -> tuple[dict, tuple]:
 
 
 def brax_programs(steps: int = 50, batch: int = 2048) -> tuple[dict, tuple, int]:
-    task = envs.make("brax/inverted_double_pendulum")
+    from eggroll_rl.experiments.brax_backend_speed import physics_loop
 
-    def physics(key):
-        _, state = jax.vmap(task.reset)(jax.random.split(key, batch))
-        action = jnp.zeros((batch,) + task.action_space.shape, jnp.float32)
-
-        def body(state, key):
-            _, state, reward, *_ = jax.vmap(task.step)(jax.random.split(key, batch), state, action)
-            return state, reward.sum()
-
-        return jax.lax.scan(body, state, jax.random.split(key, steps))[1].sum()
-
+    physics = physics_loop(envs.make("brax/inverted_double_pendulum"), batch, steps)
     return {"brax physics": physics}, (jax.random.key(0),), batch * steps
 
 
 def ppo_programs() -> tuple[dict, tuple, int]:
     from eggroll_rl.experiments import brax_ppo_speed as speed
 
-    from eggroll_rl.agents.ppo import PPO, PPOConfig
-
-    config = PPOConfig(
-        num_envs=speed.NUM_ENVS, num_steps=speed.STEPS_PER_UPDATE // speed.NUM_ENVS,
-        num_minibatches=speed.MINIBATCHES, update_epochs=speed.EPOCHS, hidden=speed.HIDDEN,
-        layer_norm=False, normalize_reward=False,
-    )
-    trainer = PPO(envs.make(f"brax/{speed.ENV}", backend=speed.BACKEND), config)
+    trainer = speed.our_trainer()
     state = jax.jit(trainer.init)(jax.random.key(0))
     return {"ppo update": lambda s: trainer.train_chunk(s, 1)[0]}, (state,), speed.STEPS_PER_UPDATE
 
