@@ -108,7 +108,7 @@ class ESTrainer:
         self.config.validate()
         if self.mesh is None:
             object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
-        distributed.check_divisible(self.config.pop_size, self.mesh, "es: pop_size")
+        distributed.check_divisible(self.config.pop_size, self.mesh, "es: pop_size", group=2)
 
     @property
     def name(self) -> str:

@@ -55,14 +55,18 @@ def mesh_size(mesh: Optional[Mesh]) -> int:
     return 1 if mesh is None else mesh.size
 
 
-def check_divisible(size: int, mesh: Optional[Mesh], what: str) -> None:
-    """Raise at construction if ``size`` rows cannot be split evenly over the mesh."""
-    n = mesh_size(mesh)
-    if size % n:
+def check_divisible(size: int, mesh: Optional[Mesh], what: str, group: int = 1) -> None:
+    """Raise at construction if ``size`` rows cannot be split evenly over the mesh.
+
+    ``group`` rows must stay together on one device (2 for antithetic pairs).
+    """
+    n = mesh_size(mesh) * group
+    if n > 1 and size % n:
         lower, upper = size // n * n, -(-size // n) * n
+        together = f" in groups of {group} (antithetic pairs)" if group > 1 else ""
         raise ValueError(
-            f"{what}={size} cannot be split evenly over {n} devices: use a multiple of {n} "
-            f"(e.g. {lower or upper} or {upper}), or fewer devices."
+            f"{what}={size} cannot be split evenly over {mesh_size(mesh)} devices{together}: "
+            f"use a multiple of {n} (e.g. {lower or upper} or {upper}), or fewer devices."
         )
 
 

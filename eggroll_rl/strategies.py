@@ -42,8 +42,9 @@ class Population:
     """One generation's members in compact form: the mean, the noise and the signs.
 
     ``noise`` has the structure of the params with each leaf replaced by its
-    ``LowRankNoise``/``FullNoise``, one row per member; with antithetic sampling members ``2k``
-    and ``2k+1`` hold the same draw and get signs ``+1`` and ``-1``. OpenES also carries
+    ``LowRankNoise``/``FullNoise``, one row per draw: member ``i`` uses draw
+    ``i // len(signs)``, so with antithetic sampling members ``2k`` and ``2k+1`` share draw
+    ``k`` with signs ``+1`` and ``-1`` (half the rows of one per member). OpenES also carries
     ``members``: every member's perturbed params, built once per generation so that a rollout
     does not rebuild them at every step; its noise is then left out and regenerated from the
     key when needed.
@@ -55,6 +56,17 @@ class Population:
     sigma: jax.Array
     key: jax.Array
     generation: jax.Array
+
+
+def keep_in_loop(noise: Any, xs: Any) -> tuple[Any, Any]:
+    """Tie the noise to this step's inputs, so that XLA keeps its use inside a rollout loop.
+
+    Otherwise XLA hoists each member's perturbed vectors (bias, LayerNorm) out of the loop and
+    materialises them: N x width floats per leaf, re-read at every step. Kept in the loop, they
+    are rebuilt inside the fusions that use them, from half as many per-draw rows
+    (``experiments/noise_layout_ab.py`` measures the difference).
+    """
+    return jax.lax.optimization_barrier((noise, xs))
 
 
 class _EvolutionStrategy:
@@ -73,7 +85,8 @@ class _EvolutionStrategy:
         4) rank ``min(rank, m, n)`` instead of raising.
       mesh: a ``jax.sharding.Mesh`` (e.g. ``distributed.make_population_mesh()``) to split the
         population axis over, every mesh axis together; None or one device: no sharding.
-        ``population_size`` must be a multiple of the mesh size (checked here). The population's
+        The number of draws (``population_size``, halved if antithetic) must be a multiple of
+        the mesh size (checked here), so that each device holds whole pairs. The population's
         noise and members and ``population_apply``'s inputs and outputs are sharded; ``tell``
         gathers the fitness and every device regenerates all noise from the key and computes
         the identical, replicated update.
@@ -115,7 +128,9 @@ class _EvolutionStrategy:
             raise ValueError(
                 f"nonfinite_fitness must be 'raise' or 'skip', got {nonfinite_fitness!r}."
             )
-        distributed.check_divisible(int(population_size), mesh, "population_size")
+        distributed.check_divisible(
+            int(population_size), mesh, "population_size", group=2 if antithetic else 1
+        )
         self.mesh = mesh
         self.cap_rank = cap_rank
         self.population_size = int(population_size)
@@ -161,7 +176,7 @@ class _EvolutionStrategy:
             )
             noise = distributed.replicate(noise, self.mesh)
         else:
-            noise = self._per_draw(population.noise)
+            noise = population.noise
         return treedef.flatten_up_to(noise)
 
     def _check_population_axis(self, xs: Any, what: str) -> None:
@@ -212,9 +227,7 @@ class _EvolutionStrategy:
         draws = self._draw_noise(state.key, state.generation, state.mean, jnp.arange(self.num_draws))
         population = Population(
             mean=state.mean,
-            noise=distributed.shard_rows(
-                jax.tree_util.tree_map(self._rows_per_member, draws), self.mesh
-            ),
+            noise=distributed.shard_rows(draws, self.mesh),
             members=None,
             sigma=sigma,
             key=state.key,
@@ -233,15 +246,13 @@ class _EvolutionStrategy:
     def _member_signs(self) -> jax.Array:
         return jnp.asarray(np.tile(self.signs, self.num_draws))
 
-    def _per_draw(self, per_member: Any) -> Any:
-        return jax.tree_util.tree_map(lambda rows: rows[:: len(self.signs)], per_member)
-
     def _materialised_members(self, population: Population) -> Any:
         signs = self._member_signs()
         leaves, treedef = jax.tree_util.tree_flatten(population.mean)
         built = []
         for mean, noise in zip(leaves, treedef.flatten_up_to(population.noise)):
-            signed = signs.reshape((-1,) + (1,) * mean.ndim) * noise_lib.materialise(noise)
+            per_member = self._rows_per_member(noise_lib.materialise(noise))
+            signed = signs.reshape((-1,) + (1,) * mean.ndim) * per_member
             built.append(mean + (population.sigma * signed).astype(mean.dtype))
         return jax.tree_util.tree_unflatten(treedef, built)
 
@@ -264,6 +275,10 @@ class _EvolutionStrategy:
         shared = layer.dense_kernel_leaves(apply_fn, population.mean, one_x, args, kwargs)
         shared = {i for i in shared if isinstance(noise[i], noise_lib.LowRankNoise)}
         self._warn_materialised(leaves, noise, shared)
+        noise, xs = keep_in_loop(noise, xs)
+        noise = distributed.shard_rows(
+            jax.tree_util.tree_map(self._rows_per_member, noise), self.mesh
+        )
 
         def member(member_noise, sign, x):
             scale = sign * population.sigma
@@ -375,7 +390,7 @@ class _EvolutionStrategy:
             one = self._draw_noise(population.key, population.generation, population.mean, draw)
             noise, row = treedef.flatten_up_to(one), 0
         else:
-            noise, row = treedef.flatten_up_to(population.noise), index
+            noise, row = treedef.flatten_up_to(population.noise), index // len(self.signs)
         built = [
             mean + (sign * population.sigma * noise_lib.perturbation(n, row)).astype(mean.dtype)
             for mean, n in zip(leaves, noise)

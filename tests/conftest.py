@@ -155,10 +155,10 @@ def random_params():
 def numpy_population():
     """``numpy_population(strategy, params, seed=0)``: an EGGROLL population with NumPy noise.
 
-    Same structure, shapes and pairing as ``strategy.ask`` (rows 2k and 2k+1 equal when
-    antithetic), but the noise comes from NumPy, which skips compiling ``ask``'s random-number
-    kernel. For forward tests only: ``population_apply`` must agree with ``member_params`` for
-    any noise, and the tests of ``ask`` itself use the real thing.
+    Same structure and shapes as ``strategy.ask`` (one row per draw), but the noise comes from
+    NumPy, which skips compiling ``ask``'s random-number kernel. For forward tests only:
+    ``population_apply`` must agree with ``member_params`` for any noise, and the tests of
+    ``ask`` itself use the real thing.
     """
 
     def make(strategy, params, seed=0):
@@ -166,11 +166,9 @@ def numpy_population():
         shapes = jax.eval_shape(strategy.ask, state)
         assert shapes.members is None, "numpy_population is for EGGROLL populations"
         generator = np.random.default_rng(seed)
-        pair = 2 if strategy.antithetic else 1
 
         def fill(s):
-            rows = generator.normal(size=(s.shape[0] // pair, *s.shape[1:]))
-            return jnp.asarray(np.repeat(rows, pair, axis=0), s.dtype)
+            return jnp.asarray(generator.normal(size=s.shape), s.dtype)
 
         return shapes.replace(
             mean=state.mean,

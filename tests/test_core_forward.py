@@ -82,8 +82,8 @@ def test_cap_rank_gives_small_matrices_their_largest_rank():
     strategy = Eggroll(4, 0.2, rank=4, cap_rank=True)
     _, population, _, _ = _check_members(strategy, model, (4, 3, 4))
     noise = population.noise["params"]
-    assert noise["Dense_0"]["kernel"].a.shape == (4, 4, 6)
-    assert noise["Dense_1"]["kernel"].a.shape == (4, 2, 2)
+    assert noise["Dense_0"]["kernel"].a.shape == (2, 4, 6)  # 2 antithetic draws, 4 members
+    assert noise["Dense_1"]["kernel"].a.shape == (2, 2, 2)
 
 
 def test_forward_without_bias_and_without_antithetic_pairs():
@@ -118,13 +118,13 @@ def test_single_layer_against_a_float64_numpy_forward():
     w = np.asarray(params["params"]["kernel"], np.float64)
     bias = np.asarray(params["params"]["bias"], np.float64)
     kernel_noise = population.noise["params"]["kernel"]
-    a = np.asarray(kernel_noise.a, np.float64)  # (N, r, out)
-    b = np.asarray(kernel_noise.b, np.float64)  # (N, r, in)
+    a = np.asarray(kernel_noise.a, np.float64)  # (N / 2, r, out): one row per antithetic pair
+    b = np.asarray(kernel_noise.b, np.float64)  # (N / 2, r, in)
     eps = np.asarray(population.noise["params"]["bias"].eps, np.float64)
     for i in range(population_size):
-        sign = 1.0 if i % 2 == 0 else -1.0
-        kernel = w + sign * sigma * np.einsum("ri,ro->io", b[i], a[i]) / np.sqrt(rank)
-        expected = np.asarray(xs[i], np.float64) @ kernel + bias + sign * sigma * eps[i]
+        sign, d = (1.0 if i % 2 == 0 else -1.0), i // 2
+        kernel = w + sign * sigma * np.einsum("ri,ro->io", b[d], a[d]) / np.sqrt(rank)
+        expected = np.asarray(xs[i], np.float64) @ kernel + bias + sign * sigma * eps[d]
         np.testing.assert_allclose(ys[i], expected, atol=1e-5)
 
 

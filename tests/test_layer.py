@@ -217,8 +217,8 @@ def test_population_apply_matches_materialised_members(
     assert out.shape == (n, *batch, widths[-1])
     noise = population.noise["params"]["head"]["kernel"]
     head_rank = min(rank, widths[-2], widths[-1]) if cap else rank
-    assert noise.a.shape == (n, head_rank, widths[-1])
-    assert noise.b.shape == (n, head_rank, widths[-2])
+    assert noise.a.shape == (strategy.num_draws, head_rank, widths[-1])
+    assert noise.b.shape == (strategy.num_draws, head_rank, widths[-2])
 
 
 def test_the_papers_policy_network(
@@ -329,14 +329,16 @@ def _numpy_forward(params, population, xs, sigma, signs):
     w = np.asarray(params["params"]["kernel"], np.float64)
     bias = np.asarray(params["params"]["bias"], np.float64)
     kernel_noise = population.noise["params"]["kernel"]
-    a = np.asarray(kernel_noise.a, np.float64)  # (N, r, out)
-    b = np.asarray(kernel_noise.b, np.float64)  # (N, r, in)
-    eps = np.asarray(population.noise["params"]["bias"].eps, np.float64)  # (N, out)
+    a = np.asarray(kernel_noise.a, np.float64)  # (draws, r, out)
+    b = np.asarray(kernel_noise.b, np.float64)  # (draws, r, in)
+    eps = np.asarray(population.noise["params"]["bias"].eps, np.float64)  # (draws, out)
     rank = a.shape[1]
+    per_draw = len(signs) // len(a)  # member i uses draw i // per_draw
     outputs = []
     for i, sign in enumerate(signs):
-        kernel = w + sign * sigma * (b[i].T @ a[i]) / np.sqrt(rank)
-        outputs.append(np.asarray(xs[i], np.float64) @ kernel + bias + sign * sigma * eps[i])
+        d = i // per_draw
+        kernel = w + sign * sigma * (b[d].T @ a[d]) / np.sqrt(rank)
+        outputs.append(np.asarray(xs[i], np.float64) @ kernel + bias + sign * sigma * eps[d])
     return np.stack(outputs)
 
 

@@ -99,9 +99,10 @@ def test_es_on_four_devices_matches_one_device(checks, algo):
 def test_population_axis_is_sharded_over_the_devices(checks, algo):
     report = checks("es")[algo]
     rows = 16 // DEVICES
-    # EGGROLL's noise rows / OpenES's members, and the rollout's fitness: a quarter per device.
+    # EGGROLL's noise (one row per antithetic pair) / OpenES's members, and the rollout's
+    # fitness: a quarter per device.
     assert report["population_devices"] == [DEVICES]
-    assert report["population_rows_per_device"] == [rows]
+    assert report["population_rows_per_device"] == [rows // 2 if algo == "eggroll" else rows]
     assert report["fitness_devices"] == [DEVICES]
     assert report["fitness_rows_per_device"] == [rows]
 
@@ -109,8 +110,8 @@ def test_population_axis_is_sharded_over_the_devices(checks, algo):
 def test_population_not_divisible_by_devices_is_a_clear_error(checks):
     errors = checks("es")["errors"]
     for name in ("strategy", "es_trainer"):
-        assert "18 cannot be split evenly over 4 devices" in errors[name]
-        assert "16 or 20" in errors[name]
+        assert "18 cannot be split evenly over 4 devices in groups of 2" in errors[name]
+        assert "multiple of 8 (e.g. 16 or 24)" in errors[name]
     assert "num_envs=6 cannot be split evenly over 4 devices" in errors["ppo"]
 
 

@@ -90,11 +90,14 @@ def _unit_perturbations_from_population(g, member_signs):
     if population.noise is None:
         return _unit_perturbations_from_members(dict(g, members=population.members), member_signs)
 
-    def one(noise):
+    def per_draw(noise):
         if isinstance(noise, FullNoise):
             return np.asarray(noise.eps, np.float64)
         a, b = np.asarray(noise.a, np.float64), np.asarray(noise.b, np.float64)
         return np.einsum("nri,nro->nio", b, a) / np.sqrt(a.shape[1])
+
+    def one(noise):  # the population holds one row per draw; member i uses draw i // len(signs)
+        return np.repeat(per_draw(noise), len(g["strategy"].signs), axis=0)
 
     return jax.tree_util.tree_map(
         one, population.noise, is_leaf=lambda x: isinstance(x, (FullNoise, LowRankNoise))
@@ -155,12 +158,13 @@ def test_population_layout(generation):
         return
     assert population.members is None
     noise = population.noise
+    draws = n // 2 if strategy.antithetic else n  # one row per draw, not per member
     assert isinstance(noise["w"], LowRankNoise) and isinstance(noise["v"], LowRankNoise)
-    assert noise["w"].a.shape == (n, rank, 4) and noise["w"].b.shape == (n, rank, 5)
-    assert noise["v"].a.shape == (n, rank, 6) and noise["v"].b.shape == (n, rank, 3)
+    assert noise["w"].a.shape == (draws, rank, 4) and noise["w"].b.shape == (draws, rank, 5)
+    assert noise["v"].a.shape == (draws, rank, 6) and noise["v"].b.shape == (draws, rank, 3)
     for name in ("b", "k", "t"):
         assert isinstance(noise[name], FullNoise)
-        assert noise[name].eps.shape == (n, *g["state"].mean[name].shape)
+        assert noise[name].eps.shape == (draws, *g["state"].mean[name].shape)
 
 
 def test_antithetic_members_mirror_each_other(generation):
@@ -179,15 +183,12 @@ def test_antithetic_members_mirror_each_other(generation):
         else:
             deviation = np.abs(pair_sums - 2 * mu).reshape(len(pair_sums), -1).max(axis=1)
             assert np.all(deviation > 1e-3), name
-    if population.noise is not None:
+    if population.noise is not None:  # one row per draw: every row differs
         for name, leaf in population.noise.items():
             for rows in jax.tree_util.tree_leaves(leaf):
                 rows = np.asarray(rows)
-                if strategy.antithetic:
-                    np.testing.assert_array_equal(rows[0::2], rows[1::2])
-                    assert len({r.tobytes() for r in rows[0::2]}) == len(rows) // 2
-                else:
-                    assert len({r.tobytes() for r in rows}) == len(rows)
+                assert len(rows) == strategy.num_draws, name
+                assert len({r.tobytes() for r in rows}) == len(rows), name
 
 
 def test_metrics_and_bookkeeping(generation, member_signs):
@@ -400,8 +401,8 @@ def test_rank_larger_than_a_matrix_side_is_an_init_error():
     # cap_rank gives each matrix min(rank, its smaller side) instead
     capped = Eggroll(4, 0.1, rank=4, cap_rank=True)
     shapes = jax.eval_shape(capped.ask, capped.init(jax.random.key(0), _params()))
-    assert shapes.noise["v"].a.shape == (4, 3, 6)
-    assert shapes.noise["w"].a.shape == (4, 4, 4)
+    assert shapes.noise["v"].a.shape == (2, 3, 6)  # 2 antithetic draws for 4 members
+    assert shapes.noise["w"].a.shape == (2, 4, 4)
 
 
 def test_init_rejects_non_float_params_and_sigma_schedules_starting_at_zero():
