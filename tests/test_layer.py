@@ -5,6 +5,7 @@ ordinary way to each member's materialised params (``member_params``), and, for 
 layer, a float64 NumPy forward of kernels built by hand from the noise factors.
 """
 
+import re
 import warnings
 
 import flax.linen as nn
@@ -14,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eggroll_rl import Eggroll, EggrollDense, OpenES
-from eggroll_rl.networks import Policy
+from eggroll_rl import Eggroll, EggrollDense, OpenES, strategies, xla_options
+from eggroll_rl.networks import MLP, Policy
 
 SIGMA = 0.5  # large, so that a missing or wrong perturbation term is far outside tolerance
 
@@ -437,3 +438,29 @@ def test_multi_layer_dense_model_keeps_kernels_shared(random_params):
     shapes = set(_shapes_in(jaxpr.jaxpr))
     for kernel in [(5, 7), (7, 9), (9, 3)]:
         assert (n, *kernel) not in shapes, kernel
+
+
+def test_member_vectors_stay_inside_a_scan(monkeypatch):
+    """``keep_in_loop`` stops XLA from hoisting each member's perturbed bias and LayerNorm
+    params out of a rollout loop as ``(N, width)`` arrays (re-read every step); without it they
+    are hoisted, so the check below can fail."""
+    n, width = 6, 12
+    model = MLP(hidden=(width, width), out_features=2)
+    params = model.init(jax.random.key(0), jnp.zeros(5))
+    strategy = Eggroll(n, 0.1)
+    population = strategy.ask(strategy.init(jax.random.key(1), params))
+    xs = jnp.ones((3, n, 5))
+
+    def loop(population, xs):
+        step = lambda total, x: (total + strategy.population_apply(population, model.apply, x), None)
+        return jax.lax.scan(step, jnp.zeros((n, 2)), xs)[0]
+
+    def hoisted():
+        fresh = lambda population, xs: loop(population, xs)  # a new trace each time
+        text = xla_options.jit(fresh).lower(population, xs).compile().as_text()
+        entry = re.search(r"\nENTRY .*?\n}\n", text, re.S).group(0)
+        return len(re.findall(rf"f32\[{n},{width}\]\{{1,0\}} fusion\(", entry))
+
+    assert hoisted() == 0
+    monkeypatch.setattr(strategies, "keep_in_loop", lambda noise, xs: (noise, xs))
+    assert hoisted() > 0
