@@ -145,24 +145,24 @@ def run(
         chunk, evaluate = chunk.result(), evaluate.result()
     compile_s = time.perf_counter() - start
 
-    log = RunLog(run_dir) if run_dir is not None else None
+    # Every process of a multi-host run takes part in checkpoints (orbax coordinates them);
+    # only process 0 writes the logs, the curve and the progress bar, so that processes sharing
+    # a run folder never write the same file at once.
+    primary = jax.process_index() == 0
     checkpointer = Checkpointer(run_dir) if run_dir is not None else None
+    log = RunLog(run_dir) if run_dir is not None and primary else None
     done_chunks, wall_s = 0, 0.0
+    if checkpointer is not None and resume:
+        step, state = checkpointer.restore_latest(state)
+        done_chunks = step or 0
     if log is not None:
         if config_record is not None:
             log.write_config(config_record)
-        if resume:
-            step, state = checkpointer.restore_latest(state)
-            if step is not None:
-                done_chunks = step
-                log.truncate_after(done_chunks * loop.iterations_per_chunk)
-                previous = log.rows()
-                wall_s = max((row["wall_s"] for row in previous), default=0.0)
-        else:
-            log.truncate_after(-1)
+        log.truncate_after(done_chunks * loop.iterations_per_chunk if done_chunks else -1)
+        wall_s = max((row["wall_s"] for row in log.rows()), default=0.0)
     rows = log.rows() if log is not None else []
 
-    bar = _progress(loop, trainer.name)
+    bar = _progress(loop, trainer.name) if primary else None
     steps_done = int(np.min(np.asarray(_env_steps(state))))
     if bar is not None:
         bar.update(min(steps_done, loop.total_steps))
@@ -181,6 +181,7 @@ def run(
         stop = loop.stop_at is not None and min(r["eval_return"] for r in new_rows) >= loop.stop_at
         if log is not None:
             log.append(new_rows)
+        if checkpointer is not None:
             if done_chunks % loop.checkpoint_every == 0 or steps_done >= loop.total_steps or stop:
                 checkpointer.save(done_chunks, state)
         if bar is not None:
@@ -198,6 +199,7 @@ def run(
     if log is not None:
         log.plot(f"{trainer.name}")
         log.close()
+    if checkpointer is not None:
         checkpointer.close()
     return TrainResult(rows=rows, state=state, compile_s=compile_s, wall_s=wall_s, run_dir=run_dir)
 

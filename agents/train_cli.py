@@ -157,6 +157,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"eggroll-rl train: {error}") from None
     print(f"training {record['algo']} on {record['env']} -> {run_dir}", flush=True)
     result = run(trainer, loop, run_dir, resume=resume, config_record=record)
+    import jax
+
+    if jax.process_index() != 0:
+        return  # multi-host: process 0 exports the policy and reports
     export_path = export(trainer, result.state, run_dir, record)
     final = result.final()
     print(

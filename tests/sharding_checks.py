@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import pathlib
 import sys
+import tempfile
 
 import jax
+import jax.experimental.multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -43,11 +47,11 @@ def _ppo_config(devices: int):
     )
 
 
-def _train(trainer, iterations: int = GENERATIONS):
+def _train(trainer, iterations: int = GENERATIONS, run_dir=None):
     from eggroll_rl.agents.loop import LoopConfig, run
 
     loop = LoopConfig(total_steps=1, iterations_per_chunk=iterations, seeds=SEEDS, progress=False)
-    return run(trainer, loop).state
+    return run(trainer, loop, run_dir).state
 
 
 def _initial(trainer):
@@ -161,13 +165,19 @@ def process_check(process_id: int, port: int) -> dict:
     from eggroll_rl.agents.es import ESTrainer
 
     task = envs.make("gymnax/CartPole-v1")
-    state = _train(ESTrainer(task, _es_config("eggroll", 0)))
+    # Both processes share one run folder, as hosts on a shared filesystem would.
+    run_dir = pathlib.Path(tempfile.gettempdir()) / f"eggroll-rl-process-check-{os.getppid()}-{port}"
+    state = _train(ESTrainer(task, _es_config("eggroll", 0)), run_dir=run_dir)
+    jax.experimental.multihost_utils.sync_global_devices("logs written")
+    metrics = run_dir / "metrics.jsonl"
     return {  # the one-device reference is the es check's (same config and seeds)
         "process": jax.process_index(),
         "devices": jax.device_count(),
         "local_devices": jax.local_device_count(),
         "params_replicated": _replicated(state.evo.mean),
         "params": _flat(state.evo.mean),
+        "metric_rows": len(metrics.read_text().splitlines()) if metrics.exists() else 0,
+        "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").iterdir()),
     }
 
 

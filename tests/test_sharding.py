@@ -134,6 +134,13 @@ def test_two_processes_match_one_process_on_one_device(checks):
     np.testing.assert_allclose(first["params"], one_device, rtol=0, atol=FLOAT32_TOL)
 
 
+def test_two_processes_share_a_run_folder_without_writing_a_row_twice(checks):
+    # One chunk of 2 seeds: process 0 alone logs its 2 rows; both took part in the checkpoint.
+    for report in (checks("process0"), checks("process1")):
+        assert report["metric_rows"] == 2
+        assert report["checkpoints"] == ["1"]
+
+
 # ---- one device: in this process ----------------------------------------------------------
 
 
