@@ -187,6 +187,16 @@ class _EvolutionStrategy:
                     f"{self.population_size}, got an array of shape {jnp.shape(leaf)}."
                 )
 
+    def _check_noise_rows(self, population: Population) -> None:
+        for leaf in jax.tree_util.tree_leaves(population.noise):
+            if jnp.shape(leaf)[0] != self.num_draws:
+                raise ValueError(
+                    f"population.noise has arrays with {jnp.shape(leaf)[0]} rows; this strategy "
+                    f"holds one row per draw ({self.num_draws} for population_size="
+                    f"{self.population_size}{', antithetic' if self.antithetic else ''}). Pass "
+                    "the population that this strategy's ask returned."
+                )
+
     # ---- public API ----------------------------------------------------------------------
     def init(self, key: jax.Array, params: Any) -> EvoState:
         """Start from ``params`` (any pytree of float arrays, e.g. ``model.init(...)``)."""
@@ -264,6 +274,7 @@ class _EvolutionStrategy:
         With a mesh, ``xs`` and the outputs are sharded over it along the population axis.
         """
         self._check_population_axis(xs, "xs")
+        self._check_noise_rows(population)
         xs = distributed.shard_rows(xs, self.mesh)
         if population.members is not None:
             out = jax.vmap(lambda p, x: apply_fn(p, x, *args, **kwargs))(population.members, xs)
@@ -340,6 +351,7 @@ class _EvolutionStrategy:
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _tell(self, state: EvoState, population: Population, fitness, check_in_graph: bool):
+        self._check_noise_rows(population)
         fitness = distributed.replicate(fitness, self.mesh)  # the only gather: N floats
         if check_in_graph:
             jax.debug.callback(_raise_if_nonfinite, fitness)

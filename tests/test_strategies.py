@@ -521,3 +521,16 @@ def test_scanned_generations_match_eager_generations(regression, assert_trees_cl
     assert not np.allclose(
         state.mean["params"]["Dense_0"]["kernel"], regression["params"]["params"]["Dense_0"]["kernel"]
     )
+
+
+def test_noise_with_one_row_per_member_is_rejected(told):
+    """Populations hold one noise row per draw; per-member rows (as before) name the problem."""
+    strategy, population = told["strategy"], told["population"]
+    per_member = population.replace(
+        noise=jax.tree_util.tree_map(lambda rows: jnp.repeat(rows, 2, axis=0), population.noise)
+    )
+    with pytest.raises(ValueError, match=r"8 rows.*one row per draw \(4 for population_size=8"):
+        strategy.tell(told["state"], per_member, told["fitness"])
+    xs = jnp.zeros((8, 5))
+    with pytest.raises(ValueError, match="one row per draw"):
+        strategy.population_apply(per_member, lambda params, x: x @ params["w"], xs)
