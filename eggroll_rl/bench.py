@@ -107,7 +107,7 @@ def _scan_total(step: Callable, xs: jax.Array) -> jax.Array:
     return jax.lax.scan(body, jnp.zeros((), jnp.float32), xs)[0]
 
 
-def _time_best(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
+def time_best(fns: dict[str, Callable], repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` seconds per function, interleaved so load hits all alike."""
     for fn in fns.values():
         jax.block_until_ready(fn())
@@ -149,7 +149,7 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
         )
         fns[f"{name}/ask"] = lambda strategy=strategy, state=state: strategy.ask(state)
         fns[f"{name}/steps"] = lambda steps=steps, population=population: steps(population, xs)
-    seconds = _time_best(fns, repeats)
+    seconds = time_best(fns, repeats)
 
     per_step = {k.split("/")[0]: v / case.steps for k, v in seconds.items() if k.endswith("/steps")}
     per_step["inference"] = min(per_step["inference_batched"], per_step["inference_vmapped"])
@@ -208,7 +208,7 @@ def run_rollout_case(
         ).returns,
         "rollout_inference_vmapped": lambda: vmapped(key_run),
     }
-    seconds = _time_best(fns, repeats)
+    seconds = time_best(fns, repeats)
     seconds["rollout_inference"] = min(
         seconds["rollout_inference_batched"], seconds["rollout_inference_vmapped"]
     )
@@ -254,7 +254,7 @@ def run_int8_case(case: Int8Case, rank: int = 1, repeats: int = 3) -> dict:
         integer_dots=True)
     float_steps = xla_options.jit(lambda population, xs: _scan_total(
         lambda x: eggroll.population_apply(population, float_model.apply, x), xs))
-    seconds = _time_best({
+    seconds = time_best({
         "int8_eggroll": lambda: int8_steps(params, noise, xs),
         "int8_inference": lambda: int8_mean(params, xs),
         "float32_eggroll": lambda: float_steps(population, xs),
@@ -288,7 +288,7 @@ def run(
     }
     for case in cases or default_cases():
         if isinstance(case, TrainingCase):
-            result = run_training_case(case, _time_best, rank=rank, repeats=repeats)
+            result = run_training_case(case, time_best, rank=rank, repeats=repeats)
             report["cases"].append(result)
             report["training_eggroll_vs_inference"] = result["training_eggroll_vs_inference"]
             report["openes_vs_evosax"] = result["openes_vs_evosax"]

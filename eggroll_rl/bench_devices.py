@@ -45,7 +45,7 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from eggroll_rl import distributed, envs, xla_options
-    from eggroll_rl.bench import _scan_total, _time_best
+    from eggroll_rl.bench import _scan_total, time_best
     from eggroll_rl.networks import MLP, Policy
     from eggroll_rl.strategies import Eggroll
 
@@ -86,7 +86,7 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
             max_steps=steps, stop_when_done=False,
         ).fitness
         work["rollout_cartpole_3x256"] = steps * population_size
-    seconds = _time_best(fns, repeats)
+    seconds = time_best(fns, repeats)
     for name, s in seconds.items():
         result["cases"][name] = {"seconds": s, "member_steps_per_s": work[name] / s}
     return result

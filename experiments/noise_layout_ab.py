@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import argparse
 import re
-import time
+import functools
 
 import jax
 
 from eggroll_rl import strategies, xla_options
+from eggroll_rl.bench import time_best
 from eggroll_rl.experiments.xla_options_ab import programs
 
 
-def hoisted_vectors(compiled, population_size: int) -> int:
-    """How many per-member (N, 256) arrays (hidden-layer vectors) are computed before the loops."""
+def hoisted_vectors(compiled, population_size: int, width: int = 256) -> int:
+    """How many per-member (N, width) arrays (hidden-layer vectors) are computed before the loops."""
     entry = re.search(r"\nENTRY .*?\n}\n", compiled.as_text(), re.S).group(0)
-    return len(re.findall(rf"f32\[{population_size},256\]\{{1,0\}} fusion\(", entry))
+    return len(re.findall(rf"f32\[{population_size},{width}\]\{{1,0\}} fusion\(", entry))
 
 
 def main() -> None:
@@ -47,13 +48,9 @@ def main() -> None:
     compiled["shared policy"] = (
         jax.jit(fns["inference"], compiler_options=options).lower(*call_args).compile()
     )
-    best = dict.fromkeys(compiled, float("inf"))
-    for round_ in range(args.repeats + 1):  # round 0 warms up
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*call_args))
-            if round_:
-                best[name] = min(best[name], time.perf_counter() - start)
+    best = time_best({
+        name: functools.partial(fn, *call_args) for name, fn in compiled.items()
+    }, args.repeats)
     slots = args.population * args.steps
     print(
         f"CartPole rollout, N={args.population}, {args.steps} steps, env steps/s, "

@@ -13,12 +13,13 @@ machine has, which separate runs of ``eggroll-rl bench`` do not.
 from __future__ import annotations
 
 import argparse
-import time
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from eggroll_rl import envs, xla_options
+from eggroll_rl.bench import time_best
 from eggroll_rl.envs.rollout import run_episodes
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll
@@ -81,13 +82,9 @@ def main() -> None:
         for variant, options in variants.items()
         for kind, fn in fns.items()
     }
-    best = dict.fromkeys(compiled, float("inf"))
-    for round_ in range(args.repeats + 1):  # round 0 warms up
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*call_args))
-            if round_:
-                best[name] = min(best[name], time.perf_counter() - start)
+    best = time_best({
+        name: functools.partial(fn, *call_args) for name, fn in compiled.items()
+    }, args.repeats)
     print(f"{title}, env steps/s, best of {args.repeats}:")
     print("| options | " + " | ".join(fns) + (" | EGGROLL/inference |" if len(fns) == 2 else " |"))
     print("| --- " * (len(fns) + 1 + (len(fns) == 2)) + "|")

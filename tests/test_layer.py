@@ -5,7 +5,6 @@ ordinary way to each member's materialised params (``member_params``), and, for 
 layer, a float64 NumPy forward of kernels built by hand from the noise factors.
 """
 
-import re
 import warnings
 
 import flax.linen as nn
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from eggroll_rl import Eggroll, EggrollDense, OpenES, strategies, xla_options
+from eggroll_rl.experiments.noise_layout_ab import hoisted_vectors
 from eggroll_rl.networks import MLP, Policy
 
 SIGMA = 0.5  # large, so that a missing or wrong perturbation term is far outside tolerance
@@ -457,9 +457,8 @@ def test_member_vectors_stay_inside_a_scan(monkeypatch):
 
     def hoisted():
         fresh = lambda population, xs: loop(population, xs)  # a new trace each time
-        text = xla_options.jit(fresh).lower(population, xs).compile().as_text()
-        entry = re.search(r"\nENTRY .*?\n}\n", text, re.S).group(0)
-        return len(re.findall(rf"f32\[{n},{width}\]\{{1,0\}} fusion\(", entry))
+        compiled = xla_options.jit(fresh).lower(population, xs).compile()
+        return hoisted_vectors(compiled, n, width)
 
     assert hoisted() == 0
     monkeypatch.setattr(strategies, "keep_in_loop", lambda noise, xs: (noise, xs))
