@@ -34,6 +34,19 @@ flag, and only on the CPU backend. JAX accepts them on top-level jits only, so `
 adds them when called from Python and leaves them off when traced inside another jit (whose own
 options then apply). ``EGGROLL_RL_DEFAULT_XLA=1`` turns them off; an XLA_FLAGS setting of an
 option wins over ours.
+
+One more option can only be set for the whole process: XLA:CPU's multi-output fusion
+(``xla_cpu_use_multi_output_fusion``, a key of the map option ``xla_backend_extra_options``,
+which JAX's per-program ``compiler_options`` reject: "is not a valid message value"). With it,
+XLA's fusion pass stops duplicating a producer into each of its consumers: a perturbed layer's
+output is computed once, not once per LayerNorm reduction and again inside the next layer's
+``x . B``, and sibling reductions share a pass. Measured side by side in alternated processes
+(README): EGGROLL CartPole rollouts at 0.87 of the shared-policy rollout at N=2048 with it, 0.81-0.84
+without; EGGROLL training generations 3-5% faster; Brax physics compiles in 8 s instead of 14 s.
+``configure_process`` (run when ``eggroll_rl`` is imported) adds it to ``XLA_FLAGS``, which XLA
+reads once, when JAX starts its first backend: import ``eggroll_rl`` before running any JAX
+computation, or put the flag in ``XLA_FLAGS`` yourself. ``EGGROLL_RL_DEFAULT_XLA=1`` or a
+``xla_backend_extra_options`` of your own in ``XLA_FLAGS`` leaves it off.
 """
 
 from __future__ import annotations
@@ -49,6 +62,37 @@ OPTIONS = {
     "xla_disable_hlo_passes": "tree_reduction_rewriter",  # row reductions stay fusible
 }
 FLOAT_ONLY = ("xla_cpu_experimental_ynn_fusion_type",)  # int8 dots are faster in YNNPACK
+PROCESS_FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+
+
+def _backends_started() -> bool:
+    try:
+        from jax._src import xla_bridge
+
+        return xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # unknown: a late XLA_FLAGS is ignored, not harmful
+        return False
+
+
+def configure_process() -> bool:
+    """Add ``PROCESS_FLAG`` to ``XLA_FLAGS`` unless opted out; True if this process has it.
+
+    False when JAX had already started a backend without it (XLA read its flags then).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    started = _backends_started()
+    if not (
+        started or os.environ.get("EGGROLL_RL_DEFAULT_XLA") or "xla_backend_extra_options" in flags
+    ):
+        flags = os.environ["XLA_FLAGS"] = f"{flags} {PROCESS_FLAG}".strip()
+    return "xla_cpu_use_multi_output_fusion" in flags
+
+
+def without_process_flag(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` for a subprocess that must run at XLA's defaults (e.g. another library's
+    trainer timed as a baseline): ``PROCESS_FLAG`` removed from its ``XLA_FLAGS``."""
+    flags = environ.get("XLA_FLAGS", "").replace(PROCESS_FLAG, "").strip()
+    return {**environ, "XLA_FLAGS": flags}
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import subprocess
@@ -129,6 +130,8 @@ def main() -> None:
         return
     if not args.brax_python:
         parser.error("--brax-python is required (see the module docstring for the venv)")
+    from eggroll_rl.xla_options import without_process_flag  # not in the Brax venv
+
     rounds = []
     for _ in range(max(1, args.rounds)):
         ours_round = ours(args.updates)
@@ -136,6 +139,7 @@ def main() -> None:
         worker = subprocess.run(
             [args.brax_python, __file__, "--brax-worker", "--updates", str(args.updates)],
             capture_output=True, text=True, check=True,
+            env=without_process_flag(dict(os.environ)),  # Brax's trainer at XLA's defaults
         )
         brax_round = json.loads(worker.stdout.strip().splitlines()[-1])
         print("brax:", brax_round, flush=True)
@@ -145,7 +149,7 @@ def main() -> None:
     report = {
         "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "env": ENV, "backend": BACKEND, "num_envs": NUM_ENVS,
         "env_steps_per_update": STEPS_PER_UPDATE, "minibatches": MINIBATCHES, "epochs": EPOCHS,
         "hidden": list(HIDDEN),

@@ -71,3 +71,21 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "eggroll_rl.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "demo" in out.stdout
+
+
+def test_time_best_keeps_timing_until_min_seconds_have_passed():
+    import time
+
+    calls = []
+
+    def nap():
+        calls.append(time.perf_counter())
+        time.sleep(0.01)
+        return 0
+
+    best = bench.time_best({"nap": nap}, repeats=1, min_seconds=0.1)
+    assert 0.01 <= best["nap"] < 0.1
+    assert calls[-1] - calls[1] >= 0.1 - 0.02  # calls[0] is the warm-up; rounds went on
+    calls.clear()
+    bench.time_best({"nap": nap}, repeats=2)  # no min_seconds: one warm-up call, two rounds
+    assert len(calls) == 3

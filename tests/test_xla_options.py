@@ -1,4 +1,9 @@
-"""Per-program XLA:CPU options: applied at top level, left off inside other jits, same results."""
+"""Per-program XLA:CPU options: applied at top level, left off inside other jits, same results;
+the one per-process option: set before JAX starts, or not at all."""
+
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -45,3 +50,39 @@ def test_tuned_population_forward_matches_the_plain_compile_at_top_level_and_nes
     # inside another jit the options are left to the outer program (JAX refuses nested ones)
     nested = jax.jit(lambda p, x: tuned(p, x) * 2)(population, xs)
     np.testing.assert_allclose(nested, 2 * plain, rtol=1e-5, atol=1e-6)
+
+
+_PROBE = """
+import os, re, sys
+import jax, jax.numpy as jnp
+if sys.argv[1] == "jax-first":
+    jnp.ones(2).block_until_ready()  # a backend starts before eggroll_rl is imported
+import eggroll_rl
+from eggroll_rl import xla_options
+two_sums = xla_options.jit(lambda x: (lambda y: (y.sum(1), (y * y).sum(1)))(x * 3.0 + 1.0))
+hlo = two_sums.lower(jnp.ones((64, 32))).compile().as_text()
+print(eggroll_rl.MULTI_OUTPUT_FUSION, len(re.findall(r"= [(][^)]*[)] fusion[(]", hlo)),
+      xla_options.PROCESS_FLAG in os.environ.get("XLA_FLAGS", ""))
+"""
+
+
+@pytest.mark.parametrize(
+    "case, env, expected",
+    [
+        ("import-first", {}, "True 1 True"),  # the two sums share one pass over x
+        ("import-first", {"EGGROLL_RL_DEFAULT_XLA": "1"}, "False 0 False"),
+        ("jax-first", {}, "False 0 False"),  # too late: said so, flags left alone
+    ],
+)
+def test_multi_output_fusion_is_set_for_the_process_before_jax_starts(case, env, expected):
+    environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "EGGROLL_RL_DEFAULT_XLA")}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, case], env={**environ, **env},
+        capture_output=True, text=True, check=True,
+    )
+    assert done.stdout.split("\n")[-2] == expected
+
+
+def test_a_baseline_subprocess_gets_the_flags_without_ours():
+    environ = {"XLA_FLAGS": f"--xla_dump_to=/tmp/x {xla_options.PROCESS_FLAG}", "HOME": "/h"}
+    assert xla_options.without_process_flag(environ) == {"XLA_FLAGS": "--xla_dump_to=/tmp/x", "HOME": "/h"}
