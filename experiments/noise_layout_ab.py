@@ -24,9 +24,14 @@ from eggroll_rl.experiments.xla_options_ab import programs
 
 
 def hoisted_vectors(compiled, population_size: int, width: int = 256) -> int:
-    """How many per-member (N, width) arrays (hidden-layer vectors) are computed before the loops."""
+    """How many per-member (N, width) arrays (hidden-layer vectors) are computed before the loops.
+
+    Counts the outputs of the fusions in the ENTRY computation, single or (with multi-output
+    fusion) several in one tuple.
+    """
     entry = re.search(r"\nENTRY .*?\n}\n", compiled.as_text(), re.S).group(0)
-    return len(re.findall(rf"f32\[{population_size},{width}\]\{{1,0\}} fusion\(", entry))
+    outputs = re.findall(r"= (.*?) fusion\(", entry)
+    return sum(shape.count(f"f32[{population_size},{width}]") for shape in outputs)
 
 
 def main() -> None:
