@@ -176,7 +176,8 @@ def test_gymnax_step_without_reset_is_the_first_episode_of_step(env_id):
     assert bool(done[first])  # the first episode ends within the 8 steps (6-step limit)
     span = slice(0, first + 1)
     np.testing.assert_array_equal(obs_b[span], final_obs[span])
-    np.testing.assert_array_equal(reward_b[span], reward[span])
+    # XLA may fuse the two paths differently: Pendulum's reward can differ in the last bit
+    np.testing.assert_allclose(reward_b[span], reward[span], rtol=1e-6, atol=0)
     np.testing.assert_array_equal(term_b[span], terminated[span])
     np.testing.assert_array_equal(trunc_b[span], truncated[span])
     assert not np.array_equal(obs_b[first + 1], obs[first + 1])  # the reset episode differs
