@@ -40,9 +40,10 @@ One more option can only be set for the whole process: XLA:CPU's multi-output fu
 which JAX's per-program ``compiler_options`` reject: "is not a valid message value"). With it,
 XLA's fusion pass stops duplicating a producer into each of its consumers: a perturbed layer's
 output is computed once, not once per LayerNorm reduction and again inside the next layer's
-``x . B``, and sibling reductions share a pass. Measured side by side in alternated processes
-(README): EGGROLL CartPole rollouts at 0.87 of the shared-policy rollout at N=2048 with it, 0.81-0.84
-without; EGGROLL training generations 3-5% faster; Brax physics compiles in 8 s instead of 14 s.
+``x . B``, and sibling reductions share a pass. Measured in alternated processes (README,
+``python experiments/multi_output_fusion_ab.py``): EGGROLL CartPole rollouts at 0.85-0.93 of the
+shared-policy rollout at N=2048 with it, 0.82-0.85 without, higher with it in every pair. The
+cost: PPO on gymnax CartPole's tiny nets trains ~35% slower (README).
 ``configure_process`` (run when ``eggroll_rl`` is imported) adds it to ``XLA_FLAGS``, which XLA
 reads once, when JAX starts its first backend: import ``eggroll_rl`` before running any JAX
 computation, or put the flag in ``XLA_FLAGS`` yourself. ``EGGROLL_RL_DEFAULT_XLA=1`` or a
