@@ -3,7 +3,7 @@
 from eggroll_rl import xla_options
 
 # before anything can start a JAX backend: XLA reads XLA_FLAGS once, then (see xla_options)
-MULTI_OUTPUT_FUSION = xla_options.configure_process()
+xla_options.configure_process()
 
 from eggroll_rl.fitness_shaping import (
     centered_rank,

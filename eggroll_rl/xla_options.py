@@ -43,7 +43,8 @@ output is computed once, not once per LayerNorm reduction and again inside the n
 ``x . B``, and sibling reductions share a pass. Measured in alternated processes (README,
 ``python experiments/multi_output_fusion_ab.py``): EGGROLL CartPole rollouts at 0.85-0.93 of the
 shared-policy rollout at N=2048 with it, 0.82-0.85 without, higher with it in every pair. The
-cost: PPO on gymnax CartPole's tiny nets trains ~35% slower (README).
+cost: PPO on gymnax CartPole's tiny nets trains ~35% slower (README), so ``eggroll-rl train
+--algo ppo`` takes it back out (``drop_process_flag``).
 ``configure_process`` (run when ``eggroll_rl`` is imported) adds it to ``XLA_FLAGS``, which XLA
 reads once, when JAX starts its first backend: import ``eggroll_rl`` before running any JAX
 computation, or put the flag in ``XLA_FLAGS`` yourself. ``EGGROLL_RL_DEFAULT_XLA=1`` or a
@@ -85,8 +86,21 @@ def configure_process() -> bool:
     if not (
         started or os.environ.get("EGGROLL_RL_DEFAULT_XLA") or "xla_backend_extra_options" in flags
     ):
-        flags = os.environ["XLA_FLAGS"] = f"{flags} {PROCESS_FLAG}".strip()
-    return "xla_cpu_use_multi_output_fusion" in flags
+        os.environ["XLA_FLAGS"] = f"{flags} {PROCESS_FLAG}".strip()
+    return multi_output_fusion()
+
+
+def drop_process_flag() -> bool:
+    """Take ``PROCESS_FLAG`` back out while no backend has started, for a process that trains PPO
+    only: multi-output fusion slows its small networks (README). True if it is now off."""
+    if not _backends_started():
+        os.environ["XLA_FLAGS"] = without_process_flag(dict(os.environ))["XLA_FLAGS"]
+    return not multi_output_fusion()
+
+
+def multi_output_fusion() -> bool:
+    """Whether ``XLA_FLAGS`` asks for multi-output fusion (it applies if set before JAX started)."""
+    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
 
 
 def without_process_flag(environ: dict[str, str]) -> dict[str, str]:

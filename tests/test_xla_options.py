@@ -59,9 +59,12 @@ if sys.argv[1] == "jax-first":
     jnp.ones(2).block_until_ready()  # a backend starts before eggroll_rl is imported
 import eggroll_rl
 from eggroll_rl import xla_options
+if sys.argv[1] == "ppo":
+    from eggroll_rl.agents import train_cli
+    train_cli.build(["--algo", "ppo", "--env", "gymnax/CartPole-v1", "--out", sys.argv[2]])
 two_sums = xla_options.jit(lambda x: (lambda y: (y.sum(1), (y * y).sum(1)))(x * 3.0 + 1.0))
 hlo = two_sums.lower(jnp.ones((64, 32))).compile().as_text()
-print(eggroll_rl.MULTI_OUTPUT_FUSION, len(re.findall(r"= [(][^)]*[)] fusion[(]", hlo)),
+print(xla_options.multi_output_fusion(), len(re.findall(r"= [(][^)]*[)] fusion[(]", hlo)),
       xla_options.PROCESS_FLAG in os.environ.get("XLA_FLAGS", ""))
 """
 
@@ -72,12 +75,13 @@ print(eggroll_rl.MULTI_OUTPUT_FUSION, len(re.findall(r"= [(][^)]*[)] fusion[(]",
         ("import-first", {}, "True 1 True"),  # the two sums share one pass over x
         ("import-first", {"EGGROLL_RL_DEFAULT_XLA": "1"}, "False 0 False"),
         ("jax-first", {}, "False 0 False"),  # too late: said so, flags left alone
+        ("ppo", {}, "False 0 False"),  # train --algo ppo takes it back out: it slows PPO
     ],
 )
-def test_multi_output_fusion_is_set_for_the_process_before_jax_starts(case, env, expected):
+def test_multi_output_fusion_is_set_for_the_process_before_jax_starts(case, env, expected, tmp_path):
     environ = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "EGGROLL_RL_DEFAULT_XLA")}
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, case], env={**environ, **env},
+        [sys.executable, "-c", _PROBE, case, str(tmp_path / "run")], env={**environ, **env},
         capture_output=True, text=True, check=True,
     )
     assert done.stdout.split("\n")[-2] == expected
