@@ -64,7 +64,8 @@ OPTIONS = {
     "xla_disable_hlo_passes": "tree_reduction_rewriter",  # row reductions stay fusible
 }
 FLOAT_ONLY = ("xla_cpu_experimental_ynn_fusion_type",)  # int8 dots are faster in YNNPACK
-PROCESS_FLAG = "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion"
+MULTI_OUTPUT_FUSION = "xla_cpu_use_multi_output_fusion"
+PROCESS_FLAG = f"--xla_backend_extra_options={MULTI_OUTPUT_FUSION}"
 
 
 def _backends_started() -> bool:
@@ -100,7 +101,7 @@ def drop_process_flag() -> bool:
 
 def multi_output_fusion() -> bool:
     """Whether ``XLA_FLAGS`` asks for multi-output fusion (it applies if set before JAX started)."""
-    return "xla_cpu_use_multi_output_fusion" in os.environ.get("XLA_FLAGS", "")
+    return MULTI_OUTPUT_FUSION in os.environ.get("XLA_FLAGS", "")
 
 
 def without_process_flag(environ: dict[str, str]) -> dict[str, str]:

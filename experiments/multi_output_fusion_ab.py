@@ -19,8 +19,10 @@ import os
 import subprocess
 import sys
 
+from eggroll_rl import xla_options
+
 ARMS = {
-    "multi-output fusion": "--xla_backend_extra_options=xla_cpu_use_multi_output_fusion",
+    "multi-output fusion": xla_options.PROCESS_FLAG,
     # a key XLA does not read: the map is set, so configure_process leaves it alone
     "XLA default": "--xla_backend_extra_options=xla_eggroll_rl_ab_placeholder",
 }
@@ -31,7 +33,6 @@ def worker(population_size: int, steps: int, repeats: int) -> dict:
 
     import jax
 
-    from eggroll_rl import xla_options
     from eggroll_rl.bench import time_best
     from eggroll_rl.experiments.xla_options_ab import programs
 
@@ -66,7 +67,7 @@ def main() -> None:
     print("| round | XLA:CPU | EGGROLL env steps/s | shared policy | ratio | compile s (EGGROLL) |")
     print("| --- | --- | --- | --- | --- | --- |")
     # the parent may have imported eggroll_rl, which adds the option: each arm sets its own
-    base = os.environ.get("XLA_FLAGS", "").replace(ARMS["multi-output fusion"], "")
+    base = xla_options.without_process_flag(dict(os.environ))["XLA_FLAGS"]
     for round_ in range(1, args.rounds + 1):
         for arm, flag in ARMS.items():
             env = {**os.environ, "XLA_FLAGS": f"{base} {flag}".strip(), "EGGROLL_RL_NO_COMPILE_CACHE": "1"}
