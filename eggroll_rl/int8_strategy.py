@@ -21,6 +21,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
+from eggroll_rl import noise as noise_lib
 from eggroll_rl.int8 import INT8_MAX, NOISE_SCALE, Int8MLP, Int8Noise, Int8Params
 
 
@@ -88,7 +89,7 @@ class Int8Eggroll:
         generation_key = jax.random.fold_in(key, generation)
 
         def one(pair):
-            normal = jax.random.normal(jax.random.fold_in(generation_key, pair), (total,))
+            normal = noise_lib.standard_normal(jax.random.fold_in(generation_key, pair), total)
             return jnp.clip(jnp.round(normal * NOISE_SCALE), -INT8_MAX, INT8_MAX).astype(jnp.int8)
 
         flat = jax.vmap(one)(jnp.arange(self.num_pairs))

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import ndtri
 
 from eggroll_rl import FullNoise, LowRankNoise
 from eggroll_rl import noise as noise_lib
@@ -66,6 +67,57 @@ def test_leaf_spec_size_counts_the_numbers_drawn():
     assert LeafSpec((6, 5), jnp.float32, 2).size == 2 * (6 + 5)
     assert LeafSpec((2, 3, 4), jnp.float32, None).size == 24
     assert LeafSpec((), jnp.float32, None).size == 1
+
+
+def _threefry2x32_numpy(key: np.ndarray, x0: np.ndarray, x1: np.ndarray):
+    """Threefry-2x32, 20 rounds, from its specification (Salmon et al., SC'11), in NumPy."""
+    rotations = (13, 15, 26, 6, 17, 29, 16, 24)
+    k = [np.uint32(key[0]), np.uint32(key[1])]
+    k.append(np.uint32(k[0] ^ k[1] ^ np.uint32(0x1BD11BDA)))
+    x = [x0.astype(np.uint32) + k[0], x1.astype(np.uint32) + k[1]]
+    for block in range(5):
+        for r in rotations[4 * (block % 2) : 4 * (block % 2) + 4]:
+            x[0] = x[0] + x[1]
+            x[1] = ((x[1] << np.uint32(r)) | (x[1] >> np.uint32(32 - r))) ^ x[0]
+        x[0] = x[0] + k[(block + 1) % 3]
+        x[1] = x[1] + k[(block + 2) % 3] + np.uint32(block + 1)
+    return x
+
+
+@pytest.mark.parametrize("size", [1, 7, 10])
+def test_standard_normal_matches_threefry_and_inverse_cdf_in_numpy(size):
+    """Each hash of a counter pair gives two numbers: the first half of the vector from the
+    first output word, the second half from the second; 23 bits per number, mapped through the
+    normal quantile function (float64 SciPy here)."""
+    key = jax.random.key(42)
+    got = np.asarray(noise_lib.standard_normal(key, size), np.float64)
+    half = (size + 1) // 2
+    with np.errstate(over="ignore"):
+        first, second = _threefry2x32_numpy(
+            np.asarray(jax.random.key_data(key)), np.arange(half), np.arange(half, 2 * half)
+        )
+    bits = np.concatenate([first, second])[:size]
+    # 23 bits m give the float32 uniform -1 + m / 2^22 (nudged off -1), whose sqrt(2) erfinv is
+    # the normal quantile at m / 2^23
+    expected = ndtri(np.maximum((bits >> 9) / 2.0**23, 2.0**-25))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_threefry2x32_is_bit_identical_to_jaxs():
+    from jax.extend.random import threefry_2x32
+
+    key_words = jax.random.key_data(jax.random.key(7))
+    counters = jax.random.bits(jax.random.key(8), (2, 1000), jnp.uint32)
+    ours = jax.jit(noise_lib.threefry2x32)(key_words, counters[0], counters[1])
+    # JAX's hashes the first half of ``count`` with the second half as the counter pairs
+    theirs = threefry_2x32((key_words[0], key_words[1]), counters.ravel())
+    np.testing.assert_array_equal(np.concatenate(ours), np.asarray(theirs))
+
+
+def test_standard_normal_accepts_other_key_types():
+    for key in (jax.random.key(0, impl="rbg"), jax.random.PRNGKey(0)):
+        x = noise_lib.standard_normal(key, 5)
+        assert x.shape == (5,) and x.dtype == jnp.float32 and np.all(np.isfinite(x))
 
 
 def test_draw_noise_layout(noise):
