@@ -1,6 +1,8 @@
 """The console commands run end to end: the demo optimises, the bench reports its ratios."""
 
 import json
+import os
+import pathlib
 import subprocess
 import sys
 
@@ -19,6 +21,10 @@ def test_bench_reports_side_by_side_ratios_for_tiny_cases():
     cases = [bench.Case("tiny", MLP(hidden=(8, 8), out_features=2), 4, 16, 2, episode_steps=10)]
     report = bench.run(cases, repeats=1, log=lambda *_: None)
     json.dumps(report)  # the --json output must serialise
+    # ratios depend on the host, so the report names it
+    assert report["cpu"]["logical_cores"] == os.cpu_count()
+    if pathlib.Path("/proc/cpuinfo").exists():
+        assert report["cpu"]["model_name"] and report["cpu"]["caches"]
     (mlp,) = report["cases"]
     for name in ("inference", "eggroll", "openes"):
         assert mlp["step_s"][name] > 0
