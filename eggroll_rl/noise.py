@@ -119,7 +119,7 @@ def threefry2x32(
 
     Bit-identical to JAX's own (tested), which on CPU it lowers as a loop of 5 iterations that
     XLA runs as dozens of separate passes over memory; unrolled, XLA fuses all 20 rounds into
-    one pass, about 1.4x faster for a generation's noise.
+    one pass (hashing 1M counters: 2.9 ms against 4.2-4.4 ms in a one-off timing).
     """
     k0, k1 = key_words[0], key_words[1]
     keys = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
