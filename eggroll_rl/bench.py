@@ -206,7 +206,7 @@ def run_rollout_case(
     slots = case.population_size * case.episodes_per_member
     loop = dict(max_steps=case.steps, stop_when_done=False, deterministic=False)
     vmapped = shared_policy_rollout(
-        task, model, params, (case.population_size, case.episodes_per_member), **loop
+        task, model, (case.population_size, case.episodes_per_member), **loop
     )
     fns = {
         "rollout_eggroll": lambda: envs.rollout(
@@ -216,7 +216,7 @@ def run_rollout_case(
         "rollout_inference_batched": lambda: envs.evaluate(
             task, model.apply, params, key_run, slots, **loop
         ).returns,
-        "rollout_inference_vmapped": lambda: vmapped(key_run),
+        "rollout_inference_vmapped": lambda: vmapped(params, key_run),
     }
     seconds = time_best(fns, repeats, min_seconds)
     seconds["rollout_inference"] = min(

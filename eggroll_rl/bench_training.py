@@ -47,17 +47,21 @@ def _generation(task, strategy, model, steps):
     return generation
 
 
-def shared_policy_rollout(task, model, params, slots, **loop):
+def shared_policy_rollout(task, model, slots, **loop):
     """The rollout loop with one unperturbed policy, laid out like a population: ``slots``
     ``(N, k)``, the policy vmapped over N with shared params. With ``envs.evaluate`` (one call on
     all ``N * k`` observations) it gives the inference ceiling: the faster of the two counts, as
-    XLA sometimes compiles one layout better than the other."""
+    XLA sometimes compiles one layout better than the other.
+
+    The params are an argument of the compiled program, as the ES mean is in training. Closed
+    over, they became compile-time constants: XLA then folded the freshly initialised zero biases
+    and unit LayerNorm scales away, a ceiling no policy being trained or deployed can reach
+    (12-25% faster than the same rollout with params passed in, README, Benchmarks)."""
     from eggroll_rl.envs.rollout import run_episodes
 
-    policy = jax.vmap(lambda obs: model.apply(params, obs))
-
     @xla_options.jit
-    def run(key):
+    def run(params, key):
+        policy = jax.vmap(lambda obs: model.apply(params, obs))
         return run_episodes(task, policy, key, slots, **loop).returns
 
     return run
@@ -107,14 +111,14 @@ def run_training_case(
     params = model.init(key_params, jnp.zeros(task.observation_space.shape))
     n = case.population_size
     vmapped = shared_policy_rollout(
-        task, model, params, (n, 1), deterministic=True, max_steps=case.steps, stop_when_done=False
+        task, model, (n, 1), deterministic=True, max_steps=case.steps, stop_when_done=False
     )
     fns = {
         "inference_batched": lambda: evaluate(
             task, model.apply, params, key_run, n, deterministic=True, max_steps=case.steps,
             stop_when_done=False,
         ).returns,
-        "inference_vmapped": lambda: vmapped(key_run),
+        "inference_vmapped": lambda: vmapped(params, key_run),
     }
     slow = {}  # OpenES takes ~15x longer: timed in rounds of its own, without min_seconds
     for name, strategy in {

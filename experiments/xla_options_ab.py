@@ -33,13 +33,15 @@ def programs(population_size: int, steps: int) -> tuple[dict, tuple]:
     population = strategy.ask(strategy.init(jax.random.key(1), params))
     loop = dict(max_steps=steps, stop_when_done=False, deterministic=False)
     slots = (population_size, 1)
-    shared = jax.vmap(lambda obs: model.apply(params, obs))
 
     def eggroll(population, key):
         policy = lambda obs: strategy.population_apply(population, model.apply, obs)
         return run_episodes(task, policy, key, slots, **loop).returns
 
     def inference(population, key):
+        # The mean params come in as an argument, as in training: closed over, they would be
+        # constants, and XLA would fold the initial zero biases and unit LayerNorm scales away.
+        shared = jax.vmap(lambda obs: model.apply(population.mean, obs))
         return run_episodes(task, shared, key, slots, **loop).returns
 
     return {"eggroll": eggroll, "inference": inference}, (population, jax.random.key(2))

@@ -396,3 +396,27 @@ def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths)
     ratio = seconds["rollout_inference"] / seconds["rollout_eggroll"]
     assert result["rollout_eggroll_vs_inference"] == pytest.approx(ratio)
     assert result["env_steps_per_s"]["rollout_eggroll"] == pytest.approx(4 * 3 / seconds["rollout_eggroll"])
+
+
+def test_bench_shared_policy_baseline_takes_its_params_at_run_time():
+    # Closed over, the params were compile-time constants and XLA folded the initial zero biases
+    # and unit LayerNorm scales away: a ceiling no trained policy reaches. Passed in, one
+    # compiled baseline must give each param set's own returns, as a plain vmapped rollout does.
+    from eggroll_rl.bench_training import shared_policy_rollout
+    from eggroll_rl.envs.rollout import run_episodes
+
+    task = envs.make("gymnax/CartPole-v1")
+    model = Policy(task.action_size, hidden=(8,))
+    loop = dict(max_steps=30, deterministic=True, stop_when_done=False)
+    run = shared_policy_rollout(task, model, (6, 1), **loop)
+    key = jax.random.key(3)
+    returns = []
+    params = model.init(jax.random.key(0), jnp.zeros(task.observation_space.shape))
+    for params in (params, jax.tree_util.tree_map(jnp.negative, params)):  # argmax flips
+        expected = run_episodes(
+            task, jax.vmap(lambda obs: model.apply(params, obs)), key, (6, 1), **loop
+        ).returns
+        got = run(params, key)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+        returns.append(np.asarray(got))
+    assert not np.array_equal(*returns)  # the params passed in are the ones used
