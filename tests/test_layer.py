@@ -189,6 +189,10 @@ FORWARD_CASES = {
     "mixed-r6-capped-to-r4-layernorm-logstd-2d-batch": (
         EggrollDense, nn.Dense, 6, True, True, True, True, True, 6, (2, 3), (7, (9, 4, 6))
     ),
+    # inputs of 96 and 64 features: x . B summed over groups of 32 lanes, then over the groups
+    "grouped-input-sums-r2": (
+        EggrollDense, nn.Dense, 2, False, True, True, False, True, 4, (3,), (96, (64, 5))
+    ),
 }
 
 
