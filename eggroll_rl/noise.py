@@ -84,7 +84,7 @@ def draw_noise(
 
 
 def standard_normal(key: jax.Array, size: int) -> jax.Array:
-    """``jax.random.normal(key, (size,))``, bit for bit, about three times as fast on CPU.
+    """``jax.random.normal(key, (size,))``, bit for bit, about four times as fast on CPU.
 
     Drawing noise is most of ``ask``. With threefry keys (JAX's default, partitionable since
     JAX 0.5) each number is the XOR of the two words of the hash of its index, mapped to a
@@ -92,9 +92,9 @@ def standard_normal(key: jax.Array, size: int) -> jax.Array:
     of 5 iterations that XLA runs as dozens of passes over memory; ``threefry2x32`` writes the
     20 rounds out, and with a single output XLA fuses hash and mapping into one pass. (An
     earlier version took two numbers per hash, one per word; with two outputs XLA split the
-    rounds into a fusion each, which made it slower: 4.8 against 3.0 ms for the ~1M numbers of
-    an N = 512 ``ask`` of the 3 x 256 policy, and 10.8 ms for ``jax.random.normal``, in a
-    one-off timing.) Other key types and non-partitionable threefry use ``jax.random.normal``.
+    rounds into a fusion each, which made it slower: 4.8 against 2.9 ms for the ~1M numbers of
+    an N = 512 ``ask`` of the 3 x 256 policy, and 10.8-11.5 ms for ``jax.random.normal``, in
+    one-off timings.) Other key types and non-partitionable threefry use ``jax.random.normal``.
     """
     partitionable = jax.config.jax_threefry_partitionable
     if str(jax.random.key_impl(key)) != "threefry2x32" or not partitionable or size >= 2**32:
