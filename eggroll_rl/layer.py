@@ -117,6 +117,9 @@ class MemberContext:
         return outputs + low_rank_term(inputs, a, b, scale).astype(outputs.dtype)
 
 
+_LANES = 32  # features summed per group in x . B: two AVX-512 or four AVX2 float vectors
+
+
 def low_rank_term(x: jax.Array, a: jax.Array, b: jax.Array, scale: jax.Array) -> jax.Array:
     """``scale * (x @ b.T) @ a`` for one member: ``x (..., in)``, ``b (r, in)``, ``a (r, out)``.
 
@@ -136,9 +139,6 @@ def low_rank_term(x: jax.Array, a: jax.Array, b: jax.Array, scale: jax.Array) ->
     accumulate = jnp.promote_types(products.dtype, jnp.float32)
     xb = groups.sum(-2, dtype=accumulate).sum(-1).astype(products.dtype)
     return (xb * scale) @ a
-
-
-_LANES = 32
 
 
 def dense_kernel_leaves(apply_fn: Callable, params: Any, x: Any, args, kwargs) -> frozenset[int]:
