@@ -2,7 +2,7 @@
 ceiling, and our OpenES against evosax's ``Open_ES``.
 
 A generation is ``ask`` -> population rollout -> ``tell``, exactly as ``ESTrainer.generation``
-runs it, but over a fixed number of env steps (no early stop) so every variant does the same
+runs it (with the trainer's strategy options), but over a fixed number of env steps (no early stop) so every variant does the same
 work. The ceiling is the same rollout loop with one shared, unperturbed policy on as many slots
 (no noise, no update). evosax is timed when it is installed (``pip install evosax``): its
 ``Open_ES`` works on flat parameter vectors, so its members are unravelled and vmapped through
@@ -20,6 +20,12 @@ import optax
 from eggroll_rl import xla_options
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
+
+
+# As ``agents.es.ESTrainer`` builds its strategies: a generation with non-finite fitness is
+# skipped and reported in the metrics. The default, "raise", checks the fitness in a host
+# callback that costs about 4% of a generation (README, Benchmarks), which training never pays.
+TRAINER_STRATEGY_OPTIONS = dict(nonfinite_fitness="skip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +127,10 @@ def run_training_case(
         "inference_vmapped": lambda: vmapped(params, key_run),
     }
     slow = {}  # OpenES takes ~15x longer: timed in rounds of its own, without min_seconds
+    options = dict(optimizer=optax.adam(lr), **TRAINER_STRATEGY_OPTIONS)
     for name, strategy in {
-        "eggroll": Eggroll(n, sigma, rank=rank, optimizer=optax.adam(lr)),
-        "openes": OpenES(n, sigma, optimizer=optax.adam(lr)),
+        "eggroll": Eggroll(n, sigma, rank=rank, **options),
+        "openes": OpenES(n, sigma, **options),
     }.items():
         generation = _generation(task, strategy, model, case.steps)
         state = strategy.init(key_es, params)

@@ -353,9 +353,14 @@ class _EvolutionStrategy:
     def _tell(self, state: EvoState, population: Population, fitness, check_in_graph: bool):
         self._check_noise_rows(population)
         fitness = distributed.replicate(fitness, self.mesh)  # the only gather: N floats
-        if check_in_graph:
-            jax.debug.callback(_raise_if_nonfinite, fitness)
         finite = jnp.all(jnp.isfinite(fitness))
+        if check_in_graph:
+            # Called only when something is wrong: an unconditional host callback made tell
+            # about twice as slow (4.8 against 3.0 ms at N = 512 in a one-off timing). Training
+            # uses "skip" and pays for neither.
+            jax.lax.cond(
+                finite, lambda f: None, lambda f: jax.debug.callback(_raise_if_nonfinite, f), fitness
+            )
         weights = self.fitness_shaping(jnp.where(finite, fitness, 0.0))
         draw_weights = weights.reshape(self.num_draws, len(self.signs)) @ jnp.asarray(self.signs)
 

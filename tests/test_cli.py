@@ -65,6 +65,18 @@ def test_bench_training_case_times_whole_generations_side_by_side():
         )
 
 
+def test_bench_training_strategies_are_built_as_the_trainer_builds_them():
+    """The training ratio times the generation that training runs, not a costlier variant."""
+    from eggroll_rl import envs
+    from eggroll_rl.agents.es import ESConfig, ESTrainer
+    from eggroll_rl.bench_training import TRAINER_STRATEGY_OPTIONS
+
+    for algo in ("eggroll", "openes"):
+        strategy = ESTrainer(envs.make("gymnax/CartPole-v1"), ESConfig(algo=algo)).strategy
+        for name, value in TRAINER_STRATEGY_OPTIONS.items():
+            assert getattr(strategy, name) == value, (algo, name)
+
+
 def test_cli_lists_commands_and_rejects_unknown_ones(capsys):
     cli.main([])
     assert "bench" in capsys.readouterr().out
