@@ -20,15 +20,14 @@ import json
 import os
 import pathlib
 import platform
-import time
 from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from eggroll_rl import xla_options
+from eggroll_rl.bench_timing import describe_paired, paired_ratio, time_best, time_rounds
 from eggroll_rl.bench_training import TrainingCase, run_training_case
 from eggroll_rl.bench_training import describe as describe_training
 from eggroll_rl.bench_training import shared_policy_rollout
@@ -107,26 +106,6 @@ def _scan_total(step: Callable, xs: jax.Array) -> jax.Array:
         return total + jnp.sum(step(x)), None
 
     return jax.lax.scan(body, jnp.zeros((), jnp.float32), xs)[0]
-
-
-def time_best(fns: dict[str, Callable], repeats: int, min_seconds: float = 0.0) -> dict[str, float]:
-    """Best seconds per function over interleaved rounds, so load hits all alike.
-
-    At least ``repeats`` rounds, and more until ``min_seconds`` have passed. Single runs on a
-    shared 2-core machine vary by +-15%: the ratio of two rollouts timed best-of-5 ranged
-    0.80-0.92 between identical processes, best-of-40 0.87-0.90 (README, Benchmarks).
-    """
-    for fn in fns.values():
-        jax.block_until_ready(fn())
-    best = {name: float("inf") for name in fns}
-    rounds, began = 0, time.perf_counter()
-    while rounds < repeats or time.perf_counter() - began < min_seconds:
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            best[name] = min(best[name], time.perf_counter() - start)
-        rounds += 1
-    return best
 
 
 def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -> dict:
@@ -218,7 +197,8 @@ def run_rollout_case(
         ).returns,
         "rollout_inference_vmapped": lambda: vmapped(params, key_run),
     }
-    seconds = time_best(fns, repeats, min_seconds)
+    rounds = time_rounds(fns, repeats, min_seconds)
+    seconds = {name: float(v.min()) for name, v in rounds.items()}
     seconds["rollout_inference"] = min(
         seconds["rollout_inference_batched"], seconds["rollout_inference_vmapped"]
     )
@@ -234,6 +214,9 @@ def run_rollout_case(
         "step_s": {k: v / case.steps for k, v in seconds.items()},
         "env_steps_per_s": {k: slots * case.steps / v for k, v in seconds.items()},
         "rollout_eggroll_vs_inference": seconds["rollout_inference"] / seconds["rollout_eggroll"],
+        "rollout_eggroll_vs_inference_paired": paired_ratio(
+            rounds, ("rollout_inference_batched", "rollout_inference_vmapped"), "rollout_eggroll"
+        ),
     }
 
 
@@ -324,11 +307,12 @@ def run(
     }
     for case in cases or default_cases():
         if isinstance(case, TrainingCase):
-            result = run_training_case(
-                case, time_best, rank=rank, repeats=repeats, min_seconds=min_seconds
-            )
+            result = run_training_case(case, rank=rank, repeats=repeats, min_seconds=min_seconds)
             report["cases"].append(result)
             report["training_eggroll_vs_inference"] = result["training_eggroll_vs_inference"]
+            report["training_eggroll_vs_inference_paired"] = (
+                result["training_eggroll_vs_inference_paired"]["median"]
+            )
             report["openes_vs_evosax"] = result["openes_vs_evosax"]
             log(describe_training(result))
             continue
@@ -350,12 +334,17 @@ def run(
             by_size = report.setdefault("rollout_eggroll_vs_inference_by_population", {})
             by_size[str(case.population_size)] = result["rollout_eggroll_vs_inference"]
             report["rollout_eggroll_vs_inference"] = min(by_size.values())
+            paired = result["rollout_eggroll_vs_inference_paired"]
+            by_size = report.setdefault("rollout_eggroll_vs_inference_paired_by_population", {})
+            by_size[str(case.population_size)] = paired["median"]
+            report["rollout_eggroll_vs_inference_paired"] = min(by_size.values())
             log(
                 f"{case.name}  N={case.population_size} k={case.episodes_per_member} "
                 f"{case.steps} steps of {case.env_id}: rollout eggroll/inference "
                 f"{result['rollout_eggroll_vs_inference']:.3f}   "
                 f"({result['env_steps_per_s']['rollout_eggroll']:.3g} vs "
-                f"{result['env_steps_per_s']['rollout_inference']:.3g} env steps/s)"
+                f"{result['env_steps_per_s']['rollout_inference']:.3g} env steps/s); "
+                + describe_paired(paired)
             )
             continue
         result = run_case(case, rank=rank, repeats=repeats)

@@ -45,7 +45,8 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from eggroll_rl import distributed, envs, xla_options
-    from eggroll_rl.bench import _scan_total, time_best
+    from eggroll_rl.bench import _scan_total
+    from eggroll_rl.bench_timing import time_best
     from eggroll_rl.networks import MLP, Policy
     from eggroll_rl.strategies import Eggroll
 

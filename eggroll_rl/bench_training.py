@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from eggroll_rl import xla_options
+from eggroll_rl.bench_timing import describe_paired, paired_ratio, time_rounds
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
@@ -105,7 +106,7 @@ def _evosax_generation(task, model, params, population_size, steps, sigma, lr):
 
 
 def run_training_case(
-    case: TrainingCase, time_best, rank: int = 1, repeats: int = 3, min_seconds: float = 0.0
+    case: TrainingCase, rank: int = 1, repeats: int = 3, min_seconds: float = 0.0
 ) -> dict:
     from eggroll_rl import envs
     from eggroll_rl.envs.rollout import evaluate
@@ -141,7 +142,8 @@ def run_training_case(
     if evosax is not None:
         generation, state = evosax
         slow["evosax_openes_generation"] = lambda: generation(state, key_run).mean
-    seconds = {**time_best(fns, repeats, min_seconds), **time_best(slow, repeats)}
+    rounds = {**time_rounds(fns, repeats, min_seconds), **time_rounds(slow, repeats)}
+    seconds = {name: float(v.min()) for name, v in rounds.items()}
     seconds["inference_rollout"] = min(seconds["inference_batched"], seconds["inference_vmapped"])
     env_steps = n * case.steps
     result = {
@@ -154,6 +156,9 @@ def run_training_case(
         "seconds": seconds,
         "env_steps_per_s": {k: env_steps / v for k, v in seconds.items()},
         "training_eggroll_vs_inference": seconds["inference_rollout"] / seconds["eggroll_generation"],
+        "training_eggroll_vs_inference_paired": paired_ratio(
+            rounds, ("inference_batched", "inference_vmapped"), "eggroll_generation"
+        ),
         "openes_vs_evosax": None,
     }
     if evosax is not None:
@@ -169,7 +174,8 @@ def describe(result: dict) -> str:
     line = (
         f"{result['case']}  N={result['population_size']} {result['timed_steps']} steps of "
         f"{result['env_id']}: EGGROLL training/inference {result['training_eggroll_vs_inference']:.3f}"
-        f"   ({rates['eggroll_generation']:.3g} vs {rates['inference_rollout']:.3g} env steps/s)"
+        f"   ({rates['eggroll_generation']:.3g} vs {rates['inference_rollout']:.3g} env steps/s, "
+        f"{describe_paired(result['training_eggroll_vs_inference_paired'])})"
     )
     if result["openes_vs_evosax"] is None:
         return line + "; evosax not installed: OpenES row skipped"

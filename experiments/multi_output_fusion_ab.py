@@ -33,7 +33,7 @@ def worker(population_size: int, steps: int, repeats: int) -> dict:
 
     import jax
 
-    from eggroll_rl.bench import time_best
+    from eggroll_rl.bench_timing import time_best
     from eggroll_rl.experiments.xla_options_ab import programs
 
     fns, call_args = programs(population_size, steps)

@@ -19,7 +19,7 @@ import functools
 import jax
 
 from eggroll_rl import strategies, xla_options
-from eggroll_rl.bench import time_best
+from eggroll_rl.bench_timing import time_best
 from eggroll_rl.experiments.xla_options_ab import programs
 
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from eggroll_rl import envs, xla_options
-from eggroll_rl.bench import time_best
+from eggroll_rl.bench_timing import time_best
 from eggroll_rl.envs.rollout import run_episodes
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll

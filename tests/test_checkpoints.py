@@ -1,6 +1,5 @@
 """Checkpoints restore exactly, typed keys included, and a corrupt newest one falls back."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp

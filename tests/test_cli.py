@@ -6,9 +6,10 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from eggroll_rl import bench, cli, demo
+from eggroll_rl import bench, bench_timing, cli, demo
 from eggroll_rl.networks import MLP
 
 
@@ -55,6 +56,10 @@ def test_bench_training_case_times_whole_generations_side_by_side():
     assert result["env_steps_per_s"]["eggroll_generation"] == pytest.approx(
         8 * 5 / seconds["eggroll_generation"]
     )
+    paired = result["training_eggroll_vs_inference_paired"]  # one round: the same calls
+    assert paired["rounds"] == 1
+    assert paired["median"] == pytest.approx(report["training_eggroll_vs_inference"])
+    assert report["training_eggroll_vs_inference_paired"] == paired["median"]
     try:
         import evosax  # noqa: F401
     except ImportError:
@@ -101,9 +106,26 @@ def test_time_best_keeps_timing_until_min_seconds_have_passed():
         time.sleep(0.01)
         return 0
 
-    best = bench.time_best({"nap": nap}, repeats=1, min_seconds=0.1)
+    best = bench_timing.time_best({"nap": nap}, repeats=1, min_seconds=0.1)
     assert 0.01 <= best["nap"] < 0.1
     assert calls[-1] - calls[1] >= 0.1 - 0.02  # calls[0] is the warm-up; rounds went on
     calls.clear()
-    bench.time_best({"nap": nap}, repeats=2)  # no min_seconds: one warm-up call, two rounds
+    bench_timing.time_best({"nap": nap}, repeats=2)  # no min_seconds: one warm-up call, two rounds
     assert len(calls) == 3
+
+
+def test_paired_ratio_compares_calls_of_the_same_round():
+    """One quiet moment that only the ceiling caught moves the best-of ratio, not the median of
+    per-round ratios; the ceiling of a round is its faster variant."""
+    rounds = {
+        "batched": np.array([1.0, 1.2, 0.5, 1.0, 1.0]),
+        "vmapped": np.array([1.2, 1.0, 1.0, 1.0, 1.1]),
+        "eggroll": np.array([1.25, 1.25, 1.25, 2.0, 1.0]),
+    }
+    paired = bench_timing.paired_ratio(rounds, ("batched", "vmapped"), "eggroll")
+    per_round = [0.8, 0.8, 0.4, 0.5, 1.0]
+    assert paired["median"] == pytest.approx(np.median(per_round))
+    assert paired["quartiles"] == pytest.approx(np.percentile(per_round, [25, 75]))
+    assert paired["rounds"] == 5
+    best_of = min(rounds["batched"].min(), rounds["vmapped"].min()) / rounds["eggroll"].min()
+    assert best_of == pytest.approx(0.5)

@@ -1,7 +1,6 @@
 """population_apply against references built another way: materialised member params, and a
 float64 NumPy forward of hand-built kernels."""
 
-import warnings
 
 import flax.linen as nn
 import jax

@@ -396,6 +396,11 @@ def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths)
     ratio = seconds["rollout_inference"] / seconds["rollout_eggroll"]
     assert result["rollout_eggroll_vs_inference"] == pytest.approx(ratio)
     assert result["env_steps_per_s"]["rollout_eggroll"] == pytest.approx(4 * 3 / seconds["rollout_eggroll"])
+    # one round: the paired ratio is that round's ratio, the same calls as the best-of one
+    paired = {"4": result, "8": result_n8}
+    paired = {k: r["rollout_eggroll_vs_inference_paired"] for k, r in paired.items()}
+    assert paired["4"]["rounds"] == 1 and paired["4"]["median"] == pytest.approx(ratio)
+    assert report["rollout_eggroll_vs_inference_paired"] == min(p["median"] for p in paired.values())
 
 
 def test_bench_shared_policy_baseline_takes_its_params_at_run_time():
