@@ -24,6 +24,7 @@ from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, EvoState, OpenES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+NOISE_DTYPES = ("bfloat16", "float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,9 @@ class ESConfig:
     n_parallel_evaluations: int = 1
     deterministic_policy: bool = True
     noise_reuse: int = 1
+    noise_dtype: str = "bfloat16"
+    """The dtype the population's noise is held in: "bfloat16" (half the memory traffic per
+    env step) or "float32" (the draws unrounded); see ``Eggroll``."""
     normalize_obs: bool = True
     hidden: tuple[int, ...] = (256, 256, 256)
     layer_norm: bool = True
@@ -54,6 +58,10 @@ class ESConfig:
     def validate(self) -> None:
         if self.algo not in ("eggroll", "openes"):
             raise ValueError(f"es: algo must be 'eggroll' or 'openes', got {self.algo!r}.")
+        if self.noise_dtype not in NOISE_DTYPES:
+            raise ValueError(
+                f"es: noise_dtype must be one of {NOISE_DTYPES}, got {self.noise_dtype!r}."
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"es: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if self.pop_size < 2 or self.pop_size % 2:
@@ -131,6 +139,7 @@ class ESTrainer:
             optimizer=_optimizer(c),
             fitness_shaping="centered_rank" if c.rank_transform else "zscore",
             noise_reuse=c.noise_reuse,
+            noise_dtype=c.noise_dtype,
             nonfinite_fitness="skip",
             mesh=self.mesh,
         )

@@ -23,10 +23,10 @@ from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
 
-# As ``agents.es.ESTrainer`` builds its strategies: a generation with non-finite fitness is
-# skipped and reported in the metrics. The default, "raise", checks the fitness in a host
+# As ``agents.es.ESTrainer`` builds its strategies by default: noise held in bfloat16, and a
+# generation with non-finite fitness skipped and reported in the metrics. The default, "raise", checks the fitness in a host
 # callback that costs about 4% of a generation (README, Benchmarks), which training never pays.
-TRAINER_STRATEGY_OPTIONS = dict(nonfinite_fitness="skip")
+TRAINER_STRATEGY_OPTIONS = dict(nonfinite_fitness="skip", noise_dtype="bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)

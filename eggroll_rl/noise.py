@@ -41,7 +41,8 @@ LeafNoise = Union[LowRankNoise, FullNoise]
 
 
 class LeafSpec(NamedTuple):
-    """What noise a leaf gets: its shape and dtype, and a rank (None: full Gaussian noise)."""
+    """What noise a leaf gets: its shape, the dtype its noise is held in, and a rank (None:
+    full Gaussian noise)."""
 
     shape: tuple[int, ...]
     dtype: Any
@@ -141,10 +142,15 @@ def perturbation(noise: LeafNoise, draw: Union[int, jax.Array]) -> jax.Array:
 
 
 def materialise(noise: LeafNoise) -> jax.Array:
-    """``E`` built in full from noise of any leading draw axes (``(..., in, out)`` if low-rank)."""
+    """``E`` built in full from noise of any leading draw axes (``(..., in, out)`` if low-rank).
+
+    Full noise comes back as held; a low-rank product is computed in float32 or wider, as the
+    fast path computes its terms, whatever dtype the factors are held in.
+    """
     if isinstance(noise, FullNoise):
         return noise.eps
-    a, b = noise.a, noise.b
+    dtype = jnp.promote_types(noise.a.dtype, jnp.float32)
+    a, b = noise.a.astype(dtype), noise.b.astype(dtype)
     product = jnp.einsum("...ri,...ro->...io", b, a)
     return product / jnp.sqrt(jnp.asarray(a.shape[-2], a.dtype))
 
@@ -153,12 +159,16 @@ def weighted_sum(noise: LeafNoise, weights: jax.Array) -> jax.Array:
     """``sum_d weights[d] * E_d`` without building any ``E_d``.
 
     For low-rank noise this is one matmul over the draw and rank axes together, so the result
-    has rank ``min(draws * r, in, out)``: full rank in practice.
+    has rank ``min(draws * r, in, out)``: full rank in practice. Computed in float32 or wider
+    (noise held in bfloat16 is widened first), never in the dtype the noise is held in.
     """
+    leaves = noise.eps if isinstance(noise, FullNoise) else noise.a
+    dtype = jnp.promote_types(jnp.promote_types(leaves.dtype, weights.dtype), jnp.float32)
+    weights = weights.astype(dtype)
     if isinstance(noise, FullNoise):
-        return jnp.tensordot(weights.astype(noise.eps.dtype), noise.eps, axes=1)
-    a, b = noise.a, noise.b
-    scaled_b = b * weights.astype(b.dtype)[:, None, None]
+        return jnp.tensordot(weights, noise.eps.astype(dtype), axes=1)
+    a, b = noise.a.astype(dtype), noise.b.astype(dtype)
+    scaled_b = b * weights[:, None, None]
     fan_in, fan_out = b.shape[-1], a.shape[-1]
     total = scaled_b.reshape(-1, fan_in).T @ a.reshape(-1, fan_out)
     return total / jnp.sqrt(jnp.asarray(a.shape[-2], a.dtype))

@@ -79,7 +79,7 @@ def test_bench_training_strategies_are_built_as_the_trainer_builds_them():
     for algo in ("eggroll", "openes"):
         strategy = ESTrainer(envs.make("gymnax/CartPole-v1"), ESConfig(algo=algo)).strategy
         for name, value in TRAINER_STRATEGY_OPTIONS.items():
-            assert getattr(strategy, name) == value, (algo, name)
+            assert str(getattr(strategy, name)) == str(value), (algo, name)
 
 
 def test_cli_lists_commands_and_rejects_unknown_ones(capsys):

@@ -63,6 +63,36 @@ def test_tell_equals_explicit_sum_over_members(params, make):
     assert int(new_state.generation) == 1 and not bool(metrics["skipped"])
 
 
+@pytest.mark.parametrize("make", [functools.partial(Eggroll, rank=2), OpenES], ids=["eggroll", "openes"])
+def test_noise_is_held_in_bfloat16_as_the_float32_draws_rounded_once(params, make):
+    """The default storage is the float32 stream rounded to bfloat16; the forward pass (through
+    member_params, checked against the fast path elsewhere) and tell use those same numbers, so
+    the update is the exact sum over the members evaluated."""
+    wide = make(6, 0.1, noise_dtype=jnp.float32)
+    narrow = make(6, 0.1, optimizer=optax.sgd(0.5), fitness_shaping="identity")
+    state = narrow.init(jax.random.key(1), params)
+    population = narrow.ask(state)
+    wide_population = wide.ask(wide.init(jax.random.key(1), params))
+    if population.noise is not None:  # EGGROLL: the factors themselves
+        held, drawn = jax.tree_util.tree_leaves(population.noise), jax.tree_util.tree_leaves(
+            wide_population.noise
+        )
+        assert {h.dtype for h in held} == {jnp.dtype(jnp.bfloat16)}
+    else:  # OpenES holds its members' weights; member_params regenerates their noise
+        delta = lambda s, p, i: (_flat(s.member_params(p, i)) - _flat(params)) / 0.1
+        held = [delta(narrow, population, i) for i in range(0, 6, 2)]
+        drawn = [delta(wide, wide_population, i) for i in range(0, 6, 2)]
+    for h, d in zip(held, drawn):
+        rounded = np.asarray(jnp.asarray(d, jnp.float32).astype(jnp.bfloat16), np.float64)
+        np.testing.assert_allclose(np.asarray(h, np.float64), rounded, rtol=1e-5, atol=1e-5)
+        assert np.abs(np.asarray(h, np.float64) - np.asarray(d, np.float64)).max() > 1e-4
+    fitness = jnp.array([0.3, -1.0, 2.0, 0.5, -0.2, 1.1])
+    new_state, _ = narrow.tell(state, population, fitness)
+    # in float32 with bfloat16 factors the difference to the float64 sum stays ~1e-5
+    expected = _reference_update(narrow, population, np.asarray(fitness), 0.5)
+    np.testing.assert_allclose(_flat(new_state.mean), expected, atol=5e-5)
+
+
 def test_antithetic_pairs_share_noise_with_opposite_signs(params):
     strategy = Eggroll(8, 0.2, rank=2)
     population = strategy.ask(strategy.init(jax.random.key(1), params))
@@ -154,6 +184,8 @@ def test_generation_in_jitted_scan_matches_eager_steps(params):
         (dict(population_size=4, sigma=0.1, noise_reuse=0), "noise_reuse=0"),
         (dict(population_size=4, sigma=0.1, fitness_shaping="rankz"), "fitness_shaping='rankz'"),
         (dict(population_size=4, sigma=0.1, nonfinite_fitness="ignore"), "nonfinite_fitness"),
+        (dict(population_size=4, sigma=0.1, noise_dtype=jnp.int8), "noise_dtype must be a float"),
+        (dict(population_size=4, sigma=0.1, noise_dtype="half-ish"), "noise_dtype must be a float"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):
