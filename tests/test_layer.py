@@ -184,13 +184,13 @@ FORWARD_CASES = {
     "EggrollDense-r3-nobias-nonantithetic": (
         EggrollDense, EggrollDense, 3, False, False, False, False, False, 5, (2,), 2
     ),
-    # kernels (7, 9), (9, 4), (4, 6) at rank min(6, side): 6 (the matmul branch of the low-rank
-    # term), 4 and 4 (the broadcast branch); EggrollDense and intercepted nn.Dense mixed
+    # kernels (7, 9), (9, 4), (4, 6) at rank min(6, side): 6, 4 and 4; EggrollDense and
+    # intercepted nn.Dense mixed
     "mixed-r6-capped-to-r4-layernorm-logstd-2d-batch": (
         EggrollDense, nn.Dense, 6, True, True, True, True, True, 6, (2, 3), (7, (9, 4, 6))
     ),
-    # inputs of 96 and 64 features: x . B summed over groups of 32 lanes, then over the groups
-    "grouped-input-sums-r2": (
+    # wider inputs (96 and 64 features), rank 2, a batch of 3 rows per member
+    "wide-inputs-r2-batch": (
         EggrollDense, nn.Dense, 2, False, True, True, False, True, 4, (3,), (96, (64, 5))
     ),
 }
