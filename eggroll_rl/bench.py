@@ -10,7 +10,9 @@ throughput ratio; ``eggroll_vs_openes`` compares whole generations (one ask plus
 forward steps), and the per-step speedup is reported beside it. The rollout case times what a
 generation really runs: the same episode loop (env, action heads, masking) on a gymnax task,
 once with EGGROLL's population and once with one shared unperturbed policy for every slot;
-``rollout_eggroll_vs_inference`` is their time ratio.
+``rollout_eggroll_vs_inference`` is their time ratio. The rollout and training ratios also come
+paired (``*_paired``): the ratio within each round of interleaved calls, median over rounds,
+which a quiet moment caught by one variant only does not move (``bench_timing``).
 """
 
 from __future__ import annotations
