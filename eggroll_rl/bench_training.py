@@ -2,11 +2,11 @@
 ceiling, and our OpenES against evosax's ``Open_ES``.
 
 A generation is ``ask`` -> population rollout -> ``tell``, exactly as ``ESTrainer.generation``
-runs it (with the trainer's strategy options), but over a fixed number of env steps (no early stop) so every variant does the same
-work. The ceiling is the same rollout loop with one shared, unperturbed policy on as many slots
-(no noise, no update). evosax is timed when it is installed (``pip install evosax``): its
-``Open_ES`` works on flat parameter vectors, so its members are unravelled and vmapped through
-the same Flax policy, env and loop.
+runs it (with the trainer's strategy options), but over a fixed number of env steps (no early
+stop) so every variant does the same work. The ceiling is the same rollout loop with one
+shared, unperturbed policy on as many slots (no noise, no update). evosax is timed when it is
+installed (``pip install evosax``): its ``Open_ES`` works on flat parameter vectors, so its
+members are unravelled and vmapped through the same Flax policy, env and loop.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from eggroll_rl.strategies import Eggroll, OpenES
 
 
 # As ``agents.es.ESTrainer`` builds its strategies by default: noise held in bfloat16, and a
-# generation with non-finite fitness skipped and reported in the metrics. The default, "raise", checks the fitness in a host
-# callback that costs about 4% of a generation (README, Benchmarks), which training never pays.
+# generation with non-finite fitness skipped and reported in the metrics. The strategy's own
+# default, "raise", puts a host callback in the program, which cost 2-5% of a generation in
+# one-off timings (README, Benchmarks); training never pays it.
 TRAINER_STRATEGY_OPTIONS = dict(nonfinite_fitness="skip", noise_dtype="bfloat16")
 
 

@@ -375,7 +375,7 @@ class _EvolutionStrategy:
         if check_in_graph:
             # Called only when something is wrong: tell alone 4.8 -> 3.0 ms at N = 512 against
             # an unconditional callback (one-off timing). Inside a jitted generation the
-            # callback's presence still costs about 5% (README, Benchmarks); training uses "skip".
+            # callback's presence still costs 2-5% (README, Benchmarks); training uses "skip".
             jax.lax.cond(
                 finite, lambda f: None, lambda f: jax.debug.callback(_raise_if_nonfinite, f), fitness
             )
