@@ -166,21 +166,29 @@ def main(argv=None) -> None:
     if jax.process_index() != 0:
         return  # multi-host: process 0 exports the policy and reports
     export_path = export(trainer, result.state, run_dir, record)
-    final = result.final()
-    print(
-        f"done: eval return {sum(final) / len(final):.1f} (seeds {list(loop.seeds)}), "
-        f"{result.rows[-1]['env_steps']:,} env steps, {result.wall_s:.1f} s training "
-        f"+ {result.compile_s:.1f} s compile; policy -> {export_path}"
-    )
     threshold = loop.stop_at if loop.stop_at is not None else _preset_threshold(record["env"])
+    for line in report_lines(result, loop.seeds, threshold, export_path):
+        print(line)
+
+
+def report_lines(result, seeds, threshold, export_path) -> list[str]:
+    """The run's last lines. Env steps are per seed; with several seeds, the most any seed
+    spent (seeds end episodes at different times), in both lines alike."""
+    final = result.final()
+    lines = [
+        f"done: eval return {sum(final) / len(final):.1f} (seeds {list(seeds)}), "
+        f"{max(result.final('env_steps')):,} env steps, {result.wall_s:.1f} s training "
+        f"+ {result.compile_s:.1f} s compile; policy -> {export_path}"
+    ]
     if threshold is not None:
         reached = result.first_reaching(threshold)
-        print(
+        lines.append(
             f"eval return >= {threshold:g} on every seed: "
             + ("not reached" if reached is None else
                f"at {reached['env_steps']:,} env steps, {reached['wall_s']:.1f} s training "
                f"+ {result.compile_s:.1f} s compile")
         )
+    return lines
 
 
 def _preset_threshold(env_id: str):

@@ -27,6 +27,23 @@ def test_readme_main_command_solves_cartpole_with_eggroll(tmp_path, capsys):
     assert "eval return >= 475 on every seed: at " in printed  # the preset's threshold
 
 
+def test_report_counts_env_steps_alike_in_both_lines_with_several_seeds():
+    """Seeds spend different env steps (episodes end at different times): both lines give the
+    most any seed spent, so the threshold is never reached after the run's last count."""
+    from eggroll_rl.agents.loop import TrainResult
+
+    rows = [
+        dict(iteration=i, seed=s, env_steps=steps, wall_s=float(i), eval_return=ret)
+        for i, s, steps, ret in [
+            (1, 0, 100, 480.0), (1, 1, 90, 300.0), (2, 0, 240, 500.0), (2, 1, 230, 490.0),
+        ]
+    ]
+    result = TrainResult(rows=rows, state=None, compile_s=1.0, wall_s=2.0, run_dir=None)
+    done, reached = train_cli.report_lines(result, (0, 1), 475.0, "policy")
+    assert "done: eval return 495.0 (seeds [0, 1]), 240 env steps" in done
+    assert reached.startswith("eval return >= 475 on every seed: at 240 env steps, 2.0 s")
+
+
 def test_one_seed_runs_without_vmap_match_the_same_seed_in_a_vmapped_run():
     """One seed is traced without ``vmap`` (faster compile); it must train exactly the same."""
     config = ESConfig(total_steps=4_000, pop_size=8, hidden=(8,), eval_episodes=2)
