@@ -337,9 +337,11 @@ def run(
             by_size[str(case.population_size)] = result["rollout_eggroll_vs_inference"]
             report["rollout_eggroll_vs_inference"] = min(by_size.values())
             paired = result["rollout_eggroll_vs_inference_paired"]
-            by_size = report.setdefault("rollout_eggroll_vs_inference_paired_by_population", {})
-            by_size[str(case.population_size)] = paired["median"]
-            report["rollout_eggroll_vs_inference_paired"] = min(by_size.values())
+            paired_by_size = report.setdefault(
+                "rollout_eggroll_vs_inference_paired_by_population", {}
+            )
+            paired_by_size[str(case.population_size)] = paired["median"]
+            report["rollout_eggroll_vs_inference_paired"] = min(paired_by_size.values())
             log(
                 f"{case.name}  N={case.population_size} k={case.episodes_per_member} "
                 f"{case.steps} steps of {case.env_id}: rollout eggroll/inference "

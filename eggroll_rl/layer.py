@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import meta
 
-from eggroll_rl.noise import LowRankNoise
+from eggroll_rl.noise import LowRankNoise, compute_dtype
 
 _ACTIVE = threading.local()
 
@@ -127,8 +127,7 @@ def low_rank_term(x: jax.Array, a: jax.Array, b: jax.Array, scale: jax.Array) ->
     N = 2048 (one-off script, CartPole, 3 x 256, 2026-12-01). The sum accumulates in float32
     or wider.
     """
-    accumulate = jnp.promote_types(x.dtype, jnp.float32)
-    xb = (x[..., None, :] * b).sum(-1, dtype=accumulate).astype(x.dtype)
+    xb = (x[..., None, :] * b).sum(-1, dtype=compute_dtype(x.dtype)).astype(x.dtype)
     return (xb * scale) @ a
 
 

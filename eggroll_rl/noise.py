@@ -141,6 +141,11 @@ def perturbation(noise: LeafNoise, draw: Union[int, jax.Array]) -> jax.Array:
     return materialise(jax.tree_util.tree_map(lambda rows: rows[draw], noise))
 
 
+def compute_dtype(*dtypes: Any) -> Any:
+    """Float32 or wider: what noise held in any dtype (bfloat16 by default) is used in."""
+    return jnp.promote_types(jnp.result_type(*dtypes), jnp.float32)
+
+
 def materialise(noise: LeafNoise) -> jax.Array:
     """``E`` built in full from noise of any leading draw axes (``(..., in, out)`` if low-rank).
 
@@ -149,7 +154,7 @@ def materialise(noise: LeafNoise) -> jax.Array:
     """
     if isinstance(noise, FullNoise):
         return noise.eps
-    dtype = jnp.promote_types(noise.a.dtype, jnp.float32)
+    dtype = compute_dtype(noise.a.dtype)
     a, b = noise.a.astype(dtype), noise.b.astype(dtype)
     product = jnp.einsum("...ri,...ro->...io", b, a)
     return product / jnp.sqrt(jnp.asarray(a.shape[-2], a.dtype))
@@ -162,8 +167,8 @@ def weighted_sum(noise: LeafNoise, weights: jax.Array) -> jax.Array:
     has rank ``min(draws * r, in, out)``: full rank in practice. Computed in float32 or wider
     (noise held in bfloat16 is widened first), never in the dtype the noise is held in.
     """
-    leaves = noise.eps if isinstance(noise, FullNoise) else noise.a
-    dtype = jnp.promote_types(jnp.promote_types(leaves.dtype, weights.dtype), jnp.float32)
+    held = noise.eps if isinstance(noise, FullNoise) else noise.a
+    dtype = compute_dtype(held.dtype, weights.dtype)
     weights = weights.astype(dtype)
     if isinstance(noise, FullNoise):
         return jnp.tensordot(weights, noise.eps.astype(dtype), axes=1)
