@@ -23,11 +23,11 @@ from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
 
-# As ``agents.es.ESTrainer`` builds its strategies by default: noise held in bfloat16, and a
+# As ``agents.es.ESTrainer`` builds its strategies by default: noise held in int8, and a
 # generation with non-finite fitness skipped and reported in the metrics. The strategy's own
 # default, "raise", puts a host callback in the program, which cost 2-5% of a generation in
 # one-off timings (README, Benchmarks); training never pays it.
-TRAINER_STRATEGY_OPTIONS = dict(nonfinite_fitness="skip", noise_dtype="bfloat16")
+TRAINER_STRATEGY_OPTIONS = dict(nonfinite_fitness="skip", noise_dtype="int8")
 
 
 @dataclasses.dataclass(frozen=True)

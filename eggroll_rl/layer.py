@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax.core import meta
 
-from eggroll_rl.noise import LowRankNoise, compute_dtype
+from eggroll_rl.noise import LowRankNoise, compute_dtype, widen
 
 _ACTIVE = threading.local()
 
@@ -112,7 +112,7 @@ class MemberContext:
             return call(inputs)
         outputs = call(inputs)
         dtype = jnp.result_type(inputs, outputs)
-        a, b = noise.a.astype(dtype), noise.b.astype(dtype)
+        a, b = widen(noise.a, dtype), widen(noise.b, dtype)
         scale = self._scale / math.sqrt(a.shape[-2])
         return outputs + low_rank_term(inputs, a, b, scale).astype(outputs.dtype)
 

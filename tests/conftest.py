@@ -18,6 +18,7 @@ import optax
 import pytest
 
 from eggroll_rl import Eggroll
+from eggroll_rl import noise as noise_lib
 
 
 @pytest.fixture(scope="session")
@@ -167,8 +168,8 @@ def numpy_population():
         assert shapes.members is None, "numpy_population is for EGGROLL populations"
         generator = np.random.default_rng(seed)
 
-        def fill(s):
-            return jnp.asarray(generator.normal(size=s.shape), s.dtype)
+        def fill(s):  # held as ask holds it (int8: steps of 1/16)
+            return noise_lib.hold(jnp.asarray(generator.normal(size=s.shape), jnp.float32), s.dtype)
 
         return shapes.replace(
             mean=state.mean,

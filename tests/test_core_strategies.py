@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from eggroll_rl import Eggroll, OpenES
+from eggroll_rl.noise import widen
 from eggroll_rl.fitness_shaping import centered_rank, grouped_zscore, zscore
 
 
@@ -63,32 +64,38 @@ def test_tell_equals_explicit_sum_over_members(params, make):
     assert int(new_state.generation) == 1 and not bool(metrics["skipped"])
 
 
+@pytest.mark.parametrize("held_dtype", [None, jnp.bfloat16], ids=["default-int8", "bfloat16"])
 @pytest.mark.parametrize("make", [functools.partial(Eggroll, rank=2), OpenES], ids=["eggroll", "openes"])
-def test_noise_is_held_in_bfloat16_as_the_float32_draws_rounded_once(params, make):
-    """The default storage is the float32 stream rounded to bfloat16; the forward pass (through
-    member_params, checked against the fast path elsewhere) and tell use those same numbers, so
-    the update is the exact sum over the members evaluated."""
+def test_noise_is_held_as_the_float32_draws_rounded_once(params, make, held_dtype):
+    """The held noise is the float32 stream rounded once: by default to int8 steps of 1/16
+    (round(16 z), clipped to +-127), or to bfloat16. The forward pass (through member_params,
+    checked against the fast path elsewhere) and tell use those same values, so the update is
+    the exact sum over the members evaluated."""
     wide = make(6, 0.1, noise_dtype=jnp.float32)
-    narrow = make(6, 0.1, optimizer=optax.sgd(0.5), fitness_shaping="identity")
+    options = {} if held_dtype is None else dict(noise_dtype=held_dtype)
+    narrow = make(6, 0.1, optimizer=optax.sgd(0.5), fitness_shaping="identity", **options)
+    if held_dtype is None:
+        rounded = lambda d: np.clip(np.round(np.float64(d) * 16), -127, 127) / 16
+    else:
+        rounded = lambda d: np.asarray(jnp.asarray(d, jnp.float32).astype(held_dtype), np.float64)
     state = narrow.init(jax.random.key(1), params)
     population = narrow.ask(state)
     wide_population = wide.ask(wide.init(jax.random.key(1), params))
     if population.noise is not None:  # EGGROLL: the factors themselves
-        held, drawn = jax.tree_util.tree_leaves(population.noise), jax.tree_util.tree_leaves(
-            wide_population.noise
-        )
-        assert {h.dtype for h in held} == {jnp.dtype(jnp.bfloat16)}
+        held = jax.tree_util.tree_leaves(population.noise)
+        drawn = jax.tree_util.tree_leaves(wide_population.noise)
+        assert {h.dtype for h in held} == {jnp.dtype(held_dtype or jnp.int8)}
+        held = [widen(h) for h in held]
     else:  # OpenES holds its members' weights; member_params regenerates their noise
         delta = lambda s, p, i: (_flat(s.member_params(p, i)) - _flat(params)) / 0.1
         held = [delta(narrow, population, i) for i in range(0, 6, 2)]
         drawn = [delta(wide, wide_population, i) for i in range(0, 6, 2)]
     for h, d in zip(held, drawn):
-        rounded = np.asarray(jnp.asarray(d, jnp.float32).astype(jnp.bfloat16), np.float64)
-        np.testing.assert_allclose(np.asarray(h, np.float64), rounded, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(h, np.float64), rounded(d), rtol=1e-5, atol=1e-5)
         assert np.abs(np.asarray(h, np.float64) - np.asarray(d, np.float64)).max() > 1e-4
     fitness = jnp.array([0.3, -1.0, 2.0, 0.5, -0.2, 1.1])
     new_state, _ = narrow.tell(state, population, fitness)
-    # in float32 with bfloat16 factors the difference to the float64 sum stays ~1e-5
+    # in float32 from the held values, the difference to the float64 sum stays ~1e-5
     expected = _reference_update(narrow, population, np.asarray(fitness), 0.5)
     np.testing.assert_allclose(_flat(new_state.mean), expected, atol=5e-5)
 
@@ -184,8 +191,8 @@ def test_generation_in_jitted_scan_matches_eager_steps(params):
         (dict(population_size=4, sigma=0.1, noise_reuse=0), "noise_reuse=0"),
         (dict(population_size=4, sigma=0.1, fitness_shaping="rankz"), "fitness_shaping='rankz'"),
         (dict(population_size=4, sigma=0.1, nonfinite_fitness="ignore"), "nonfinite_fitness"),
-        (dict(population_size=4, sigma=0.1, noise_dtype=jnp.int8), "noise_dtype must be a float"),
-        (dict(population_size=4, sigma=0.1, noise_dtype="half-ish"), "noise_dtype must be a float"),
+        (dict(population_size=4, sigma=0.1, noise_dtype=jnp.int16), "noise_dtype must be int8 or"),
+        (dict(population_size=4, sigma=0.1, noise_dtype="half-ish"), "noise_dtype must be int8 or"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, message):

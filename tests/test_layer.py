@@ -16,6 +16,7 @@ import pytest
 
 from eggroll_rl import Eggroll, EggrollDense, OpenES, strategies, xla_options
 from eggroll_rl.experiments.noise_layout_ab import hoisted_vectors
+from eggroll_rl.noise import widen
 from eggroll_rl.networks import MLP, Policy
 
 SIGMA = 0.5  # large, so that a missing or wrong perturbation term is far outside tolerance
@@ -334,9 +335,9 @@ def _numpy_forward(params, population, xs, sigma, signs):
     w = np.asarray(params["params"]["kernel"], np.float64)
     bias = np.asarray(params["params"]["bias"], np.float64)
     kernel_noise = population.noise["params"]["kernel"]
-    a = np.asarray(kernel_noise.a, np.float64)  # (draws, r, out)
-    b = np.asarray(kernel_noise.b, np.float64)  # (draws, r, in)
-    eps = np.asarray(population.noise["params"]["bias"].eps, np.float64)  # (draws, out)
+    a = np.asarray(widen(kernel_noise.a), np.float64)  # (draws, r, out)
+    b = np.asarray(widen(kernel_noise.b), np.float64)  # (draws, r, in)
+    eps = np.asarray(widen(population.noise["params"]["bias"].eps), np.float64)  # (draws, out)
     rank = a.shape[1]
     per_draw = len(signs) // len(a)  # member i uses draw i // per_draw
     outputs = []

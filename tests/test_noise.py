@@ -9,7 +9,7 @@ from scipy.special import ndtri
 
 from eggroll_rl import FullNoise, LowRankNoise
 from eggroll_rl import noise as noise_lib
-from eggroll_rl.noise import LeafSpec
+from eggroll_rl.noise import LeafSpec, widen
 
 # One spec list covers every kind of leaf: matrices of ranks 1..4 (square, tall, wide), a
 # vector, a scalar and a 3-D tensor. Calling draw_noise once for all of them keeps compilation
@@ -58,8 +58,8 @@ WEIGHTED_SUM = jax.jit(lambda noise, w: [noise_lib.weighted_sum(leaf, w) for lea
 def _materialise_np(leaf):
     """E = B^T A / sqrt(r) per draw, in float64 NumPy from the factors."""
     if isinstance(leaf, FullNoise):
-        return np.asarray(leaf.eps, np.float64)
-    a, b = np.asarray(leaf.a, np.float64), np.asarray(leaf.b, np.float64)
+        return np.asarray(widen(leaf.eps), np.float64)
+    a, b = np.asarray(widen(leaf.a), np.float64), np.asarray(widen(leaf.b), np.float64)
     return np.einsum("dri,dro->dio", b, a) / np.sqrt(a.shape[-2])
 
 

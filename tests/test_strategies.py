@@ -11,6 +11,7 @@ import pytest
 import scipy.stats
 
 from eggroll_rl import Eggroll, EvoState, FullNoise, LowRankNoise, OpenES, Population
+from eggroll_rl.noise import widen
 
 SIGMA = 0.3
 LR = 0.5
@@ -92,8 +93,8 @@ def _unit_perturbations_from_population(g, member_signs):
 
     def per_draw(noise):
         if isinstance(noise, FullNoise):
-            return np.asarray(noise.eps, np.float64)
-        a, b = np.asarray(noise.a, np.float64), np.asarray(noise.b, np.float64)
+            return np.asarray(widen(noise.eps), np.float64)
+        a, b = np.asarray(widen(noise.a), np.float64), np.asarray(widen(noise.b), np.float64)
         return np.einsum("nri,nro->nio", b, a) / np.sqrt(a.shape[1])
 
     def one(noise):  # the population holds one row per draw; member i uses draw i // len(signs)

@@ -122,7 +122,7 @@ def no_training(monkeypatch):
         (["--algo", "eggroll", "--env", "gymnax/CartPol-v1"], "CartPole-v1"),
         (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--total-steps", "0"], "total_steps"),
         (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--noise-dtype", "float16"],
-         "noise_dtype must be one of ('bfloat16', 'float32')"),
+         "noise_dtype must be one of ('int8', 'bfloat16', 'float32')"),
     ],
 )
 def test_bad_config_fails_with_a_clear_message_before_compiling(no_training, argv, message):
