@@ -250,3 +250,18 @@ def test_weighted_sum_in_float64(noise, rng):
             assert got.dtype == jnp.float64
             expected = np.tensordot(weights, _materialise_np(leaf), axes=1)
             np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_int8_holds_sixteenths_of_the_draw_clipped_to_127():
+    """``hold`` rounds once (to nearest sixteenth, clipped to +-127 steps); ``widen`` reads the
+    values back exactly. Reference: the same rule in float64 NumPy."""
+    z = jnp.array([0.0, 0.03, 0.032, -0.5, 1.234, -2.97, 7.9, 9.0, -100.0], jnp.float32)
+    held = noise_lib.hold(z, jnp.int8)
+    steps = np.clip(np.round(np.asarray(z, np.float64) * 16), -127, 127)
+    assert held.dtype == jnp.int8
+    np.testing.assert_array_equal(np.asarray(held, np.int64), steps)
+    assert widen(held).dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(widen(held), np.float64), steps / 16)
+    # a float dtype is plain rounding to nearest, and widen gives those values unchanged
+    rounded = np.asarray(z.astype(jnp.bfloat16), np.float32)
+    np.testing.assert_array_equal(np.asarray(widen(noise_lib.hold(z, jnp.bfloat16))), rounded)
