@@ -29,7 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from eggroll_rl import xla_options
-from eggroll_rl.bench_timing import describe_paired, paired_ratio, time_best, time_rounds
+from eggroll_rl.bench_timing import (
+    describe_paired, faster_variant, paired_ratio, time_best, time_rounds,
+)
 from eggroll_rl.bench_training import TrainingCase, run_training_case
 from eggroll_rl.bench_training import describe as describe_training
 from eggroll_rl.bench_training import shared_policy_rollout
@@ -117,8 +119,9 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
     xs = jax.random.normal(key_x, (case.steps, case.population_size, case.in_features))
     apply = case.model.apply
 
-    # The ceiling is the faster of the two plain ways to batch the mean policy: one call on the
-    # whole batch, or the per-example call vmapped (which XLA sometimes lowers to a faster dot).
+    # The ceiling is the faster of the two plain ways to batch the mean policy (``faster_variant``):
+    # one call on the whole batch, or the per-example call vmapped (which XLA sometimes lowers to
+    # a faster dot).
     batched = xla_options.jit(lambda params, xs: _scan_total(lambda x: apply(params, x), xs))
     per_example = jax.vmap(apply, in_axes=(None, 0))
     vmapped = xla_options.jit(lambda params, xs: _scan_total(lambda x: per_example(params, x), xs))
@@ -139,10 +142,12 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
         )
         fns[f"{name}/ask"] = lambda strategy=strategy, state=state: strategy.ask(state)
         fns[f"{name}/steps"] = lambda steps=steps, population=population: steps(population, xs)
-    seconds = time_best(fns, repeats)
+    rounds = time_rounds(fns, repeats)
+    seconds = {name: float(v.min()) for name, v in rounds.items()}
 
     per_step = {k.split("/")[0]: v / case.steps for k, v in seconds.items() if k.endswith("/steps")}
-    per_step["inference"] = min(per_step["inference_batched"], per_step["inference_vmapped"])
+    ceiling = faster_variant(rounds, ("inference_batched/steps", "inference_vmapped/steps"))
+    per_step["inference"] = seconds[ceiling] / case.steps
     ask = {name: seconds[f"{name}/ask"] for name in strategies}
     ask["inference"] = 0.0
     generation = {k: ask[k] + case.episode_steps * per_step[k] for k in ask}
@@ -157,6 +162,7 @@ def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -
         "generation_s": generation,
         "member_steps_per_s": {k: case.population_size / per_step[k] for k in ask},
         "eggroll_vs_inference": per_step["inference"] / per_step["eggroll"],
+        "ceiling_variant": ceiling.split("/")[0],
         "eggroll_vs_openes_step": None,
         "eggroll_vs_openes": None,
     }
@@ -201,9 +207,8 @@ def run_rollout_case(
     }
     rounds = time_rounds(fns, repeats, min_seconds)
     seconds = {name: float(v.min()) for name, v in rounds.items()}
-    seconds["rollout_inference"] = min(
-        seconds["rollout_inference_batched"], seconds["rollout_inference_vmapped"]
-    )
+    ceiling = faster_variant(rounds, ("rollout_inference_batched", "rollout_inference_vmapped"))
+    seconds["rollout_inference"] = seconds[ceiling]
     return {
         "case": case.name,
         "env_id": case.env_id,
@@ -216,9 +221,8 @@ def run_rollout_case(
         "step_s": {k: v / case.steps for k, v in seconds.items()},
         "env_steps_per_s": {k: slots * case.steps / v for k, v in seconds.items()},
         "rollout_eggroll_vs_inference": seconds["rollout_inference"] / seconds["rollout_eggroll"],
-        "rollout_eggroll_vs_inference_paired": paired_ratio(
-            rounds, ("rollout_inference_batched", "rollout_inference_vmapped"), "rollout_eggroll"
-        ),
+        "rollout_eggroll_vs_inference_paired": paired_ratio(rounds, ceiling, "rollout_eggroll"),
+        "ceiling_variant": ceiling,
     }
 
 

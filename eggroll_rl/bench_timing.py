@@ -41,16 +41,28 @@ def time_best(fns: dict[str, Callable], repeats: int, min_seconds: float = 0.0) 
     return {name: float(v.min()) for name, v in time_rounds(fns, repeats, min_seconds).items()}
 
 
-def paired_ratio(rounds: dict[str, np.ndarray], ceiling: tuple[str, ...], subject: str) -> dict:
+def faster_variant(rounds: dict[str, np.ndarray], names: tuple[str, ...]) -> str:
+    """The variant among ``names`` with the lowest median time over the rounds.
+
+    A ceiling with two layouts (batched or vmapped) is the faster *program*, so it is chosen
+    once, on all of its calls, and then timed like the subject: one call per round. Taking
+    the faster of the two calls in each round (as the bench did before 2026-12-01 11:00) gave
+    the ceiling two draws of the host's noise against the subject's one. With two identical
+    copies of one program as the "two layouts", that alone lowered a paired training ratio
+    from 0.891 and 0.882 (each copy alone) to 0.872 (README, Benchmarks).
+    """
+    return min(names, key=lambda name: float(np.median(rounds[name])))
+
+
+def paired_ratio(rounds: dict[str, np.ndarray], ceiling: str, subject: str) -> dict:
     """Time ratio ceiling/subject within each round, summarised by its median and quartiles.
 
     The best-of ratio compares two minima that may come from different moments; when the host
     is quiet for a call or two, whichever variant ran then gets the better best, and single
     runs of the ratio moved by +-0.06. Ratios of calls made seconds apart share the load of
-    their moment, and their median ignores the rounds where only one call was disturbed. The
-    ceiling of a round is its fastest ceiling variant, as in the best-of ratio.
+    their moment, and their median ignores the rounds where only one call was disturbed.
     """
-    per_round = np.min([rounds[name] for name in ceiling], axis=0) / rounds[subject]
+    per_round = rounds[ceiling] / rounds[subject]
     q25, median, q75 = np.percentile(per_round, [25, 50, 75])
     return {
         "median": float(median), "quartiles": [float(q25), float(q75)], "rounds": len(per_round)

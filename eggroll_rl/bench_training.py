@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from eggroll_rl import xla_options
-from eggroll_rl.bench_timing import describe_paired, paired_ratio, time_rounds
+from eggroll_rl.bench_timing import describe_paired, faster_variant, paired_ratio, time_rounds
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
@@ -145,7 +145,8 @@ def run_training_case(
         slow["evosax_openes_generation"] = lambda: generation(state, key_run).mean
     rounds = {**time_rounds(fns, repeats, min_seconds), **time_rounds(slow, repeats)}
     seconds = {name: float(v.min()) for name, v in rounds.items()}
-    seconds["inference_rollout"] = min(seconds["inference_batched"], seconds["inference_vmapped"])
+    ceiling = faster_variant(rounds, ("inference_batched", "inference_vmapped"))
+    seconds["inference_rollout"] = seconds[ceiling]
     env_steps = n * case.steps
     result = {
         "case": case.name,
@@ -157,9 +158,8 @@ def run_training_case(
         "seconds": seconds,
         "env_steps_per_s": {k: env_steps / v for k, v in seconds.items()},
         "training_eggroll_vs_inference": seconds["inference_rollout"] / seconds["eggroll_generation"],
-        "training_eggroll_vs_inference_paired": paired_ratio(
-            rounds, ("inference_batched", "inference_vmapped"), "eggroll_generation"
-        ),
+        "training_eggroll_vs_inference_paired": paired_ratio(rounds, ceiling, "eggroll_generation"),
+        "ceiling_variant": ceiling,
         "openes_vs_evosax": None,
     }
     if evosax is not None:
