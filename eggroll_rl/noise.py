@@ -64,7 +64,7 @@ def hold(normal: jax.Array, dtype: Any) -> jax.Array:
 def widen(held: jax.Array, dtype: Any = None) -> jax.Array:
     """The noise values ``held`` stands for, in ``dtype`` (default ``compute_dtype``)."""
     dtype = compute_dtype(held.dtype) if dtype is None else dtype
-    if jnp.issubdtype(held.dtype, jnp.integer):
+    if held.dtype == jnp.int8:
         return held.astype(dtype) * jnp.asarray(1 / INT8_STEPS_PER_UNIT, dtype)
     return held.astype(dtype)
 
@@ -72,14 +72,15 @@ def widen(held: jax.Array, dtype: Any = None) -> jax.Array:
 def check_noise_dtype(dtype: Any) -> Any:
     """``dtype`` as a numpy dtype if noise can be held in it (any float, or int8), else raise."""
     try:
-        dtype = jnp.dtype(dtype)
+        held = jnp.dtype(dtype)
     except TypeError:
-        dtype = None
-    if dtype is None or not (jnp.issubdtype(dtype, jnp.floating) or dtype == jnp.int8):
+        held = None
+    if held is None or not (jnp.issubdtype(held, jnp.floating) or held == jnp.int8):
         raise ValueError(
-            "noise_dtype must be int8 or a floating-point dtype (jnp.bfloat16, jnp.float32 ...)"
+            "noise_dtype must be int8 or a floating-point dtype (jnp.bfloat16, jnp.float32 ...), "
+            f"got {dtype!r}."
         )
-    return dtype
+    return held
 
 
 class LeafSpec(NamedTuple):

@@ -118,8 +118,9 @@ def test_single_layer_against_a_float64_numpy_forward():
     w = np.asarray(params["params"]["kernel"], np.float64)
     bias = np.asarray(params["params"]["bias"], np.float64)
     kernel_noise = population.noise["params"]["kernel"]
-    a = np.asarray(widen(kernel_noise.a), np.float64)  # (N / 2, r, out): one row per antithetic pair
-    b = np.asarray(widen(kernel_noise.b), np.float64)  # (N / 2, r, in)
+    # a (N / 2, r, out), b (N / 2, r, in): one row per antithetic pair
+    a = np.asarray(widen(kernel_noise.a), np.float64)
+    b = np.asarray(widen(kernel_noise.b), np.float64)
     eps = np.asarray(widen(population.noise["params"]["bias"].eps), np.float64)
     for i in range(population_size):
         sign, d = (1.0 if i % 2 == 0 else -1.0), i // 2
