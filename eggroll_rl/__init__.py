@@ -1,10 +1,5 @@
 """eggroll_rl: low-rank evolution strategies (EGGROLL) for reinforcement learning in JAX."""
 
-from eggroll_rl import xla_options
-
-# before anything can start a JAX backend: XLA reads XLA_FLAGS once, then (see xla_options)
-xla_options.configure_process()
-
 from eggroll_rl.fitness_shaping import (
     centered_rank,
     compose,
