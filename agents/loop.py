@@ -21,16 +21,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eggroll_rl import xla_options
 from eggroll_rl.agents.checkpoints import Checkpointer
 from eggroll_rl.agents.run_log import RunLog
+from eggroll_rl.xla import cpu_options
 
 
 class Trainer(Protocol):
     name: str
-    # Optional ``integer_dots = True``: the trainer's matmuls are int8, so it keeps YNNPACK's
-    # int8 dots (``xla_options.compiler_options(integer_dots=True)``); float trainers get all
-    # of ``xla_options`` (faster float rollouts and Brax physics).
+    # Optional ``integer_dots = True``: the trainer's matmuls are int8, so with
+    # ``LoopConfig.xla_cpu_options`` it keeps YNNPACK's int8 dots (``cpu_options``).
 
     def init(self, key: jax.Array) -> Any: ...
 
@@ -52,6 +51,8 @@ class LoopConfig:
     progress: bool = True
     stop_at: Optional[float] = None
     """Stop early, at a chunk's end, once every seed's eval return is >= this."""
+    xla_cpu_options: bool = False
+    """Compile the run's programs with ``eggroll_rl.xla.cpu_options`` (CPU only; opt-in)."""
 
     def validate(self) -> None:
         if self.total_steps < 1:
@@ -123,7 +124,10 @@ def run(
     init_keys, eval_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
 
     start = time.perf_counter()
-    options = xla_options.compiler_options(getattr(trainer, "integer_dots", False))
+    options = (
+        cpu_options.compiler_options(getattr(trainer, "integer_dots", False))
+        if loop.xla_cpu_options else {}
+    )
     over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
     init = jax.jit(over_seeds(trainer.init), compiler_options=options)
     chunk_fn = jax.jit(

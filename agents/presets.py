@@ -1,7 +1,7 @@
 """Tuned starting points per (env, algorithm) for ``eggroll-rl train``: a view of the preset
 files, which are the one source of truth.
 
-The presets are plain TOML data under ``eggroll_rl/experiments/presets/`` (one file per env, one
+The presets are plain TOML data under ``eggroll_rl/experiments/task-presets/`` (one file per env, one
 table per algorithm, the env-step budget shared); ``eggroll_rl.experiments.preset_files`` reads
 and validates them. ``eggroll-rl train`` uses an env's preset as the default config when one
 exists; any flag still overrides a preset value.

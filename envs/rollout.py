@@ -19,7 +19,6 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from eggroll_rl import xla_options
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.actions import select_action
 from eggroll_rl.envs.task import Task
@@ -151,7 +150,7 @@ def _per_slot_log_std(task, head, log_std, slots, deterministic) -> Optional[jax
 
 
 @functools.partial(
-    xla_options.jit,
+    jax.jit,
     static_argnames=(
         "task", "strategy", "apply_fn", "episodes_per_member", "deterministic", "max_steps",
         "stop_when_done",
@@ -201,7 +200,7 @@ def rollout(
 
 
 @functools.partial(
-    xla_options.jit,
+    jax.jit,
     static_argnames=(
         "task", "apply_fn", "num_episodes", "deterministic", "max_steps", "stop_when_done",
     ),

@@ -10,7 +10,7 @@ config's defaults). Loading checks every field's name and type against the confi
 then the config's own ``validate``, and an error names the file, the field and what was
 expected.
 
-Bundled presets live in ``eggroll_rl/experiments/presets/<suite>/<name>.toml`` and are named
+Bundled presets live in ``eggroll_rl/experiments/task-presets/<suite>/<name>.toml`` and are named
 by their env id (``gymnax/CartPole-v1``); any other ``.toml`` path loads the same way.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Optional, Union
 from eggroll_rl.agents.es import ESConfig
 from eggroll_rl.agents.ppo import PPOConfig
 
-PRESET_DIR = pathlib.Path(__file__).parent / "presets"
+PRESET_DIR = pathlib.Path(__file__).parent / "task-presets"  # not an identifier: data only
 ALGOS: dict[str, type] = {"eggroll": ESConfig, "openes": ESConfig, "ppo": PPOConfig}
 # Fields set by the preset's top level or by the algorithm's name, never inside a table.
 _RESERVED = {"total_steps", "algo"}

@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from eggroll_rl import bench, bench_timing, cli, demo
+from eggroll_rl import cli
+from eggroll_rl.bench import suite as bench, timing as bench_timing
+from eggroll_rl.cli import demo
 from eggroll_rl.networks import MLP
 
 
@@ -40,7 +42,7 @@ def test_bench_reports_side_by_side_ratios_for_tiny_cases():
 
 
 def test_bench_training_case_times_whole_generations_side_by_side():
-    from eggroll_rl.bench_training import TrainingCase
+    from eggroll_rl.bench.training import TrainingCase
 
     case = TrainingCase("tiny_training", "gymnax/CartPole-v1", (8,), 8, 5)
     report = bench.run([case], repeats=1, log=lambda *_: None)
@@ -73,7 +75,7 @@ def test_bench_training_strategies_are_built_as_the_trainer_builds_them():
     """The training ratio times the generation that training runs, not a costlier variant."""
     from eggroll_rl import envs
     from eggroll_rl.agents.es import ESConfig, ESTrainer
-    from eggroll_rl.bench_training import TRAINER_STRATEGY_OPTIONS
+    from eggroll_rl.bench.training import TRAINER_STRATEGY_OPTIONS
 
     for algo in ("eggroll", "openes"):
         strategy = ESTrainer(envs.make("gymnax/CartPole-v1"), ESConfig(algo=algo)).strategy
@@ -89,10 +91,13 @@ def test_cli_lists_commands_and_rejects_unknown_ones(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run(
-        [sys.executable, "-m", "eggroll_rl.cli", "--help"], capture_output=True, text=True, check=True
-    )
-    assert "demo" in out.stdout
+    # The entry point pip wrote next to this interpreter, not ``python -m``: a broken
+    # ``[project.scripts]`` line fails here.
+    exe = pathlib.Path(sys.executable).parent / "eggroll-rl"
+    assert exe.exists(), f"no eggroll-rl executable beside {sys.executable}: is the package installed?"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    for command in ("train", "bench", "envs", "compare"):
+        assert command in out.stdout
 
 
 def test_time_best_keeps_timing_until_min_seconds_have_passed():

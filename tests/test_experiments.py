@@ -95,7 +95,7 @@ def test_missing_fields_and_unknown_names_are_reported(tmp_path):
 
 
 def test_train_preset_flag_loads_a_preset_and_flags_still_override(tmp_path):
-    from eggroll_rl.agents.train_cli import build
+    from eggroll_rl.cli.train import build
 
     path = _write(tmp_path, "[eggroll]\npop_size = 16\n[ppo]\nnum_envs = 8\n")
     trainer, loop, *_ = build(["--preset", str(path), "--lr", "0.2"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eggroll_rl import int8_numpy
-from eggroll_rl.agents import train_cli
+from eggroll_rl.cli import train as train_cli
 from eggroll_rl.agents.int8_es import Int8ESConfig, Int8ESTrainer
 from eggroll_rl.agents.loop import run
 from eggroll_rl.envs import obs_norm

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eggroll_rl import Eggroll, EggrollDense, OpenES, strategies, xla_options
+from eggroll_rl import Eggroll, EggrollDense, OpenES, strategies
+from eggroll_rl.xla import cpu_options as xla_options
 from eggroll_rl.experiments.noise_layout_ab import hoisted_vectors
 from eggroll_rl.noise import widen
 from eggroll_rl.networks import MLP, Policy

@@ -375,7 +375,7 @@ def test_eggroll_trains_on_cartpole_with_finite_bounded_fitness():
 def test_bench_rollout_case_reports_the_inference_to_eggroll_time_ratio(lengths):
     import json
 
-    from eggroll_rl import bench
+    from eggroll_rl.bench import suite as bench
 
     case = bench.RolloutCase("tiny_rollout", "test/rollout-lengths", (8,), 4, steps=3)
     larger = bench.RolloutCase("tiny_rollout_n8", "test/rollout-lengths", (8,), 8, steps=3)
@@ -406,7 +406,7 @@ def test_bench_shared_policy_baseline_takes_its_params_at_run_time():
     # Closed over, the params were compile-time constants and XLA folded the initial zero biases
     # and unit LayerNorm scales away: a ceiling no trained policy reaches. Passed in, one
     # compiled baseline must give each param set's own returns, as a plain vmapped rollout does.
-    from eggroll_rl.bench_training import shared_policy_rollout
+    from eggroll_rl.bench.training import shared_policy_rollout
     from eggroll_rl.envs.rollout import run_episodes
 
     task = envs.make("gymnax/CartPole-v1")

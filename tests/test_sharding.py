@@ -170,7 +170,7 @@ def test_initialize_does_nothing_without_a_cluster_and_rejects_half_a_cluster(mo
 
 
 def test_train_cli_has_a_devices_flag_checked_before_compiling():
-    from eggroll_rl.agents.train_cli import build
+    from eggroll_rl.cli.train import build
 
     argv = ["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--pop-size", "16", "--no-progress"]
     trainer, *_ = build(argv + ["--devices", "1"])
@@ -180,7 +180,7 @@ def test_train_cli_has_a_devices_flag_checked_before_compiling():
 
 
 def test_bench_device_counts_double_up_to_the_maximum():
-    from eggroll_rl.bench_devices import device_counts
+    from eggroll_rl.bench.devices import device_counts
 
     assert device_counts(1) == [1]
     assert device_counts(4) == [1, 2, 4]

@@ -8,7 +8,7 @@ import pytest
 
 from eggroll_rl import envs
 from eggroll_rl.agents import loop as loop_module
-from eggroll_rl.agents import train_cli
+from eggroll_rl.cli import train as train_cli
 from eggroll_rl.agents.es import ESConfig, ESTrainer
 from eggroll_rl.agents.loop import LoopConfig, run
 

@@ -28,13 +28,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from eggroll_rl import xla_options
-from eggroll_rl.bench_timing import (
+from eggroll_rl.xla import cpu_options as xla_options
+from eggroll_rl.bench.timing import (
     describe_paired, faster_variant, paired_ratio, time_best, time_rounds,
 )
-from eggroll_rl.bench_training import TrainingCase, run_training_case
-from eggroll_rl.bench_training import describe as describe_training
-from eggroll_rl.bench_training import shared_policy_rollout
+from eggroll_rl.bench.training import TrainingCase, run_training_case
+from eggroll_rl.bench.training import describe as describe_training
+from eggroll_rl.bench.training import shared_policy_rollout
 from eggroll_rl.layer import EggrollDense
 from eggroll_rl.networks import MLP, Policy
 from eggroll_rl.strategies import Eggroll, OpenES
@@ -394,7 +394,7 @@ def main(argv=None) -> None:
     import sys
 
     if args.devices is not None:
-        from eggroll_rl import bench_devices
+        from eggroll_rl.bench import devices as bench_devices
 
         log = (lambda *_: None) if args.json else print
         report = bench_devices.run(args.devices, args.scale, args.repeats, args.case, log=log)

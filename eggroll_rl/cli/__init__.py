@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "train": ("eggroll_rl.agents.train_cli", "train EGGROLL, OpenES or PPO on an env"),
-    "bench": ("eggroll_rl.bench", "throughput of EGGROLL vs batched inference and OpenES"),
-    "demo": ("eggroll_rl.demo", "train a small regression MLP with EGGROLL (install check)"),
+    "train": ("eggroll_rl.cli.train", "train EGGROLL, OpenES or PPO on an env"),
+    "bench": ("eggroll_rl.bench.suite", "throughput of EGGROLL vs batched inference and OpenES"),
+    "demo": ("eggroll_rl.cli.demo", "train a small regression MLP with EGGROLL (install check)"),
     "envs": ("eggroll_rl.envs.registry", "list every env id that can be made here"),
     "compare": ("eggroll_rl.experiments.compare", "run algorithms side by side: results, curves, summary"),
     "plot": ("eggroll_rl.experiments.plot", "redraw learning curves from compare result folders"),
@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     import importlib
 
     if argv[0] in CACHED:
-        from eggroll_rl import compile_cache
+        from eggroll_rl.xla import compile_cache
 
         compile_cache.enable()
     module = importlib.import_module(COMMANDS[argv[0]][0])

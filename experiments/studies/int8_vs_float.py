@@ -21,12 +21,13 @@ import time
 
 import jax
 
-from eggroll_rl import bench, envs
+from eggroll_rl import envs
+from eggroll_rl.bench import suite as bench
 from eggroll_rl.agents.es import ESConfig, ESTrainer
 from eggroll_rl.agents.int8_es import Int8ESConfig, Int8ESTrainer
 from eggroll_rl.agents.loop import LoopConfig, run
 
-RESULTS = pathlib.Path(__file__).parent / "results"
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"  # a study in the repo, not installed
 
 # env id -> (threshold, {variant: (dtype, config fields)}); budgets included. "float32" is the
 # project's float EGGROLL (3x256 MLP with LayerNorm), "float32-2x64" the int8 net's widths

@@ -82,10 +82,6 @@ def build(argv: list[str]):
         args.env, args.algo = args.env or chosen.env, args.algo or "eggroll"
     if not args.algo or not args.env:
         parser.error("--algo and --env are required (or --resume RUN_DIR)")
-    if args.algo == "ppo":
-        from eggroll_rl import xla_options
-
-        xla_options.drop_process_flag()  # before anything starts JAX
     from eggroll_rl import envs
 
     task = envs.make(args.env)  # unknown ids fail here, before any compile

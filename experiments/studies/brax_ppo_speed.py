@@ -96,11 +96,11 @@ def ours(updates: int) -> dict:
     """Our PPO on the same env and batch sizes; compiled chunk timed without evaluation."""
     import jax
 
-    from eggroll_rl import xla_options
+    from eggroll_rl.xla import cpu_options as xla_options
 
     trainer = our_trainer(updates)
     start = time.perf_counter()
-    options = xla_options.compiler_options()  # as the train loop compiles it
+    options = xla_options.compiler_options()  # as `eggroll-rl train --xla-cpu-options` compiles
     state = jax.jit(trainer.init, compiler_options=options)(jax.random.key(0))
     update = jax.jit(lambda s: trainer.train_chunk(s, 1)[0], compiler_options=options)
     update = update.lower(state).compile()
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="alternations of ours and Brax")
     parser.add_argument("--brax-worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "brax_ppo_speed.json"))
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parents[1] / "results" / "brax_ppo_speed.json"))
     args = parser.parse_args()
     if args.updates < 2:
         parser.error("--updates must be >= 2 (the first update includes compilation)")
@@ -130,8 +130,6 @@ def main() -> None:
         return
     if not args.brax_python:
         parser.error("--brax-python is required (see the module docstring for the venv)")
-    from eggroll_rl.xla_options import without_process_flag  # not in the Brax venv
-
     rounds = []
     for _ in range(max(1, args.rounds)):
         ours_round = ours(args.updates)
@@ -139,7 +137,7 @@ def main() -> None:
         worker = subprocess.run(
             [args.brax_python, __file__, "--brax-worker", "--updates", str(args.updates)],
             capture_output=True, text=True, check=True,
-            env=without_process_flag(dict(os.environ)),  # Brax's trainer at XLA's defaults
+            env=dict(os.environ),  # Brax's trainer at XLA's defaults
         )
         brax_round = json.loads(worker.stdout.strip().splitlines()[-1])
         print("brax:", brax_round, flush=True)

@@ -44,9 +44,10 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from eggroll_rl import distributed, envs, xla_options
-    from eggroll_rl.bench import _scan_total
-    from eggroll_rl.bench_timing import time_best
+    from eggroll_rl import distributed, envs
+    from eggroll_rl.xla import cpu_options as xla_options
+    from eggroll_rl.bench.suite import _scan_total
+    from eggroll_rl.bench.timing import time_best
     from eggroll_rl.networks import MLP, Policy
     from eggroll_rl.strategies import Eggroll
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from eggroll_rl import xla_options
-from eggroll_rl.bench_timing import describe_paired, faster_variant, paired_ratio, time_rounds
+from eggroll_rl.xla import cpu_options as xla_options
+from eggroll_rl.bench.timing import describe_paired, faster_variant, paired_ratio, time_rounds
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, OpenES
 
