@@ -1,6 +1,6 @@
 """The EGGROLL and OpenES trainers: generations of population rollouts, shaping and ``tell``.
 
-One generation: ``ask`` -> ``rollout`` of every member on ``n_parallel_evaluations`` episodes ->
+One generation: ``ask`` -> ``rollout`` of every member on ``episodes_per_member`` episodes ->
 fitness shaping and ``tell`` (the optimiser step) -> pooled observation statistics. The
 hyperparameters cover the paper's whole ES search space, and the same trainer runs either
 strategy, so EGGROLL and OpenES differ only in their noise.
@@ -25,6 +25,7 @@ from eggroll_rl.strategies import Eggroll, EvoState, OpenES
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 NOISE_DTYPES = ("int8", "bfloat16", "float32")
+FITNESS_SHAPINGS = ("centered_rank", "zscore")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ESConfig:
 
     algo: str = "eggroll"
     total_steps: int = 5_000_000
-    pop_size: int = 256
+    population_size: int = 256
     rank: int = 1
     optimizer: str = "adam"
     lr: float = 0.03
@@ -41,8 +42,10 @@ class ESConfig:
     weight_decay: float = 0.0
     sigma: float = 0.05
     sigma_decay: float = 1.0
-    rank_transform: bool = True
-    n_parallel_evaluations: int = 1
+    fitness_shaping: str = "centered_rank"
+    """How returns become update weights: "centered_rank" (the paper's rank transform) or
+    "zscore"; see ``eggroll_rl.fitness_shaping``."""
+    episodes_per_member: int = 1
     deterministic_policy: bool = True
     noise_reuse: int = 1
     noise_dtype: str = "int8"
@@ -63,11 +66,15 @@ class ESConfig:
             raise ValueError(
                 f"es: noise_dtype must be one of {NOISE_DTYPES}, got {self.noise_dtype!r}."
             )
+        if self.fitness_shaping not in FITNESS_SHAPINGS:
+            raise ValueError(
+                f"es: fitness_shaping must be one of {FITNESS_SHAPINGS}, got {self.fitness_shaping!r}."
+            )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"es: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
-        if self.pop_size < 2 or self.pop_size % 2:
+        if self.population_size < 2 or self.population_size % 2:
             raise ValueError(
-                f"es: pop_size={self.pop_size} must be even and >= 2 (antithetic pairs)."
+                f"es: population_size={self.population_size} must be even and >= 2 (antithetic pairs)."
             )
         for name in ("lr", "sigma"):
             if not getattr(self, name) > 0:
@@ -75,7 +82,7 @@ class ESConfig:
         for name in ("lr_decay", "sigma_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"es: {name} must be in (0, 1], got {getattr(self, name)}.")
-        for name in ("rank", "n_parallel_evaluations", "noise_reuse", "eval_episodes", "total_steps"):
+        for name in ("rank", "episodes_per_member", "noise_reuse", "eval_episodes", "total_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"es: {name} must be >= 1, got {getattr(self, name)}.")
         if self.weight_decay < 0:
@@ -117,7 +124,7 @@ class ESTrainer:
         self.config.validate()
         if self.mesh is None:
             object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
-        distributed.check_divisible(self.config.pop_size, self.mesh, "es: pop_size", group=2)
+        distributed.check_divisible(self.config.population_size, self.mesh, "es: population_size", group=2)
 
     @property
     def name(self) -> str:
@@ -138,15 +145,15 @@ class ESTrainer:
         )
         common = dict(
             optimizer=_optimizer(c),
-            fitness_shaping="centered_rank" if c.rank_transform else "zscore",
+            fitness_shaping=c.fitness_shaping,
             noise_reuse=c.noise_reuse,
             noise_dtype=c.noise_dtype,
             nonfinite_fitness="skip",
             mesh=self.mesh,
         )
         if c.algo == "openes":
-            return OpenES(c.pop_size, sigma, **common)
-        return Eggroll(c.pop_size, sigma, rank=c.rank, cap_rank=True, **common)
+            return OpenES(c.population_size, sigma, **common)
+        return Eggroll(c.population_size, sigma, rank=c.rank, cap_rank=True, **common)
 
     def init(self, key: jax.Array) -> ESState:
         key, key_net, key_es = jax.random.split(key, 3)
@@ -170,7 +177,7 @@ class ESTrainer:
             population,
             self.network.apply,
             key_rollout,
-            episodes_per_member=c.n_parallel_evaluations,
+            episodes_per_member=c.episodes_per_member,
             deterministic=c.deterministic_policy,
             obs_stats=state.obs_stats if c.normalize_obs else None,
         )

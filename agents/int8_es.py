@@ -37,13 +37,13 @@ class Int8ESConfig:
 
     algo: str = "eggroll"
     total_steps: int = 1_000_000
-    pop_size: int = 64
+    population_size: int = 64
     rank: int = 1
     noise_shift: int = 6
     alpha: float = 0.1
     alpha_decay: float = 0.995
     alpha_min: float = 0.01
-    n_parallel_evaluations: int = 1
+    episodes_per_member: int = 1
     normalize_obs: bool = True
     hidden: tuple[int, ...] = (64, 64)
     input_bits: int = 5
@@ -53,11 +53,11 @@ class Int8ESConfig:
     def validate(self) -> None:
         if self.algo != "eggroll":
             raise ValueError(f"int8 training is EGGROLL only, got algo={self.algo!r}.")
-        if self.pop_size < 2 or self.pop_size % 2:
+        if self.population_size < 2 or self.population_size % 2:
             raise ValueError(
-                f"int8: pop_size={self.pop_size} must be even and >= 2 (antithetic pairs)."
+                f"int8: population_size={self.population_size} must be even and >= 2 (antithetic pairs)."
             )
-        for name in ("rank", "n_parallel_evaluations", "eval_episodes", "total_steps"):
+        for name in ("rank", "episodes_per_member", "eval_episodes", "total_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"int8: {name} must be >= 1, got {getattr(self, name)}.")
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -134,7 +134,7 @@ class Int8ESTrainer:
             self.task,
             policy,
             key_rollout,
-            (c.pop_size, c.n_parallel_evaluations),
+            (c.population_size, c.episodes_per_member),
             deterministic=True,
             obs_stats=state.obs_stats if c.normalize_obs else None,
         )
@@ -202,7 +202,7 @@ def _network(task: Task, config: Int8ESConfig) -> Int8MLP:
 def _strategy(task: Task, config: Int8ESConfig) -> Int8Eggroll:
     return Int8Eggroll(
         _network(task, config),
-        config.pop_size,
+        config.population_size,
         rank=config.rank,
         noise_shift=config.noise_shift,
         alpha=config.alpha,

@@ -155,7 +155,7 @@ def _chunk(plan: Plan, config, task) -> int:
     if isinstance(config, preset_files.PPOConfig):
         iterations = config.num_updates
     else:  # an upper bound on steps per generation, so a lower bound on generations
-        per_gen = config.pop_size * config.n_parallel_evaluations * task.max_episode_steps
+        per_gen = config.population_size * config.episodes_per_member * task.max_episode_steps
         iterations = config.total_steps // per_gen
     return max(1, iterations // plan.evals)
 

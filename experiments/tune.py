@@ -7,7 +7,7 @@ records every trial's config and result, so a preset's values can be traced to t
 picked them.
 
     python experiments/tune.py --env gymnax/Pendulum-v1 --algo eggroll --trials 12 \
-        --total-steps 1500000 --seeds 0 --choose pop_size=64,128,256 \
+        --total-steps 1500000 --seeds 0 --choose population_size=64,128,256 \
         --out experiments/results/tuning/Pendulum-v1-eggroll.csv
 """
 
@@ -25,21 +25,21 @@ from typing import Optional, Sequence
 
 # The paper's ES search space (../shared/PAPER_NOTES.md), EGGROLL and OpenES alike.
 SPACE: dict[str, list] = {
-    "pop_size": [512, 1024, 2048, 4096],
+    "population_size": [512, 1024, 2048, 4096],
     "rank": [1, 2, 4],
     "optimizer": ["sgd", "adam", "adamw"],
     "lr": [1e-3, 1e-2, 1e-1],
     "lr_decay": [0.995, 0.999, 0.9995, 1.0],
     "sigma": [0.05, 0.2, 0.5],
     "sigma_decay": [0.995, 0.999, 0.9995, 1.0],
-    "rank_transform": [True, False],
+    "fitness_shaping": ["centered_rank", "zscore"],
     "deterministic_policy": [True, False],
-    "n_parallel_evaluations": [1, 4, 8],
+    "episodes_per_member": [1, 4, 8],
 }
 
 
 def parse_choices(items: Sequence[str]) -> dict[str, list]:
-    """``["pop_size=64,128", "optimizer=adam"]`` -> ``{"pop_size": [64, 128], ...}`` (TOML values)."""
+    """``["population_size=64,128", "optimizer=adam"]`` -> ``{"population_size": [64, 128], ...}`` (TOML values)."""
     out = {}
     for item in items:
         name, sep, values = item.partition("=")

@@ -33,7 +33,7 @@ def _es_config(algo: str, devices: int):
     from eggroll_rl.agents.es import ESConfig
 
     return ESConfig(
-        algo=algo, pop_size=16, hidden=(8,), layer_norm=False, devices=devices, total_steps=1,
+        algo=algo, population_size=16, hidden=(8,), layer_norm=False, devices=devices, total_steps=1,
         eval_episodes=2,
     )
 
@@ -125,7 +125,7 @@ def es_check() -> dict:
     attempts = {
         "strategy": lambda: Eggroll(18, 0.1, mesh=distributed.make_population_mesh(n)),
         "es_trainer": lambda: ESTrainer(
-            task, dataclasses.replace(_es_config("eggroll", n), pop_size=18)
+            task, dataclasses.replace(_es_config("eggroll", n), population_size=18)
         ),
         "ppo": lambda: PPO(task, dataclasses.replace(_ppo_config(n), num_envs=6)),
     }

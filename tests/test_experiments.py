@@ -21,7 +21,7 @@ from eggroll_rl.experiments import compare, plot, preset_files, results
 
 ENV = "gymnax/CartPole-v1"
 TINY = compare.parse_set(
-    ["hidden=[8]", "pop_size=8", "eval_episodes=2", "ppo.num_envs=4", "ppo.num_steps=16"]
+    ["hidden=[8]", "population_size=8", "eval_episodes=2", "ppo.num_envs=4", "ppo.num_steps=16"]
 )
 
 
@@ -54,7 +54,7 @@ def test_every_preset_loads_and_builds_valid_configs(name):
 def test_agents_presets_is_a_view_of_the_files():
     from eggroll_rl.agents.presets import preset
 
-    expected = {"total_steps": 300_000, "pop_size": 128, "lr": 0.05, "sigma": 0.05}
+    expected = {"total_steps": 300_000, "population_size": 128, "lr": 0.05, "sigma": 0.05}
     assert preset(ENV, "eggroll") == expected
     assert preset(ENV, "openes") == expected
     assert preset("custom/none", "eggroll") == {}
@@ -75,9 +75,9 @@ def _write(tmp_path, text):
         ("[ppo]\nnum_envs = true\n", r"\[ppo\] num_envs = True has type bool, expected int"),
         ("[eggroll]\nhidden = 64\n", r"\[eggroll\] hidden = 64 has type int, expected an array of int"),
         ("[eggroll]\nhidden = [64, 0.5]\n", r"hidden\[1\] = 0.5 has type float, expected int"),
-        ('[eggroll]\nrank_transform = "yes"\n', r"rank_transform = 'yes' has type str, expected a bool"),
+        ('[eggroll]\nlayer_norm = "yes"\n', r"layer_norm = 'yes' has type str, expected a bool"),
         ("[openes]\ntotal_steps = 5\n", r"\[openes\] total_steps belongs at the top level"),
-        ("[eggroll]\npop_size = 7\n", r"bad.toml: \[eggroll\]: es: pop_size=7 must be even"),
+        ("[eggroll]\npopulation_size = 7\n", r"bad.toml: \[eggroll\]: es: population_size=7 must be even"),
     ],
 )
 def test_bad_presets_name_the_file_field_and_expected_type(tmp_path, text, expected):
@@ -97,9 +97,9 @@ def test_missing_fields_and_unknown_names_are_reported(tmp_path):
 def test_train_preset_flag_loads_a_preset_and_flags_still_override(tmp_path):
     from eggroll_rl.cli.train import build
 
-    path = _write(tmp_path, "[eggroll]\npop_size = 16\n[ppo]\nnum_envs = 8\n")
+    path = _write(tmp_path, "[eggroll]\npopulation_size = 16\n[ppo]\nnum_envs = 8\n")
     trainer, loop, *_ = build(["--preset", str(path), "--lr", "0.2"])
-    assert trainer.config.algo == "eggroll" and trainer.config.pop_size == 16
+    assert trainer.config.algo == "eggroll" and trainer.config.population_size == 16
     assert trainer.config.lr == 0.2 and loop.total_steps == 1000
     trainer, *_ = build(["--preset", ENV, "--algo", "ppo"])
     assert trainer.config == PPOConfig(total_steps=300_000)
@@ -108,7 +108,7 @@ def test_train_preset_flag_loads_a_preset_and_flags_still_override(tmp_path):
 
 
 def test_set_overrides_are_typed_and_routed_per_algo():
-    assert TINY["*"] == {"hidden": (8,), "pop_size": 8, "eval_episodes": 2}
+    assert TINY["*"] == {"hidden": (8,), "population_size": 8, "eval_episodes": 2}
     assert TINY["ppo"] == {"num_envs": 4, "num_steps": 16}
     with pytest.raises(ValueError, match="expected float"):
         compare.parse_set(["lr=fast"])

@@ -14,10 +14,10 @@ from eggroll_rl.xla import cpu_options
 def test_importing_every_package_leaves_environment_and_jax_config_alone():
     script = (
         "import os, jax\n"
-        "before = (dict(os.environ), {k: getattr(jax.config, k) for k in jax.config.values})\n"
+        "before = (dict(os.environ), dict(jax.config.values))\n"
         "import eggroll_rl, eggroll_rl.envs, eggroll_rl.agents, eggroll_rl.experiments\n"
         "import eggroll_rl.bench.suite, eggroll_rl.cli.train, eggroll_rl.xla.cpu_options\n"
-        "after = (dict(os.environ), {k: getattr(jax.config, k) for k in jax.config.values})\n"
+        "after = (dict(os.environ), dict(jax.config.values))\n"
         "changed = {k for k in set(before[0]) | set(after[0]) if before[0].get(k) != after[0].get(k)}\n"
         "changed |= {k for k in before[1] if before[1][k] != after[1][k]}\n"
         "print(sorted(changed))\n"

@@ -45,7 +45,7 @@ def test_int8_cli_solves_cartpole_and_exports(tmp_path):
 def test_int8_flag_is_eggroll_only_and_config_validates():
     with pytest.raises(SystemExit):
         train_cli.build(["--algo", "ppo", "--int8", "--env", "gymnax/CartPole-v1"])
-    with pytest.raises(ValueError, match="pop_size"):
-        Int8ESConfig(pop_size=7).validate()
+    with pytest.raises(ValueError, match="population_size"):
+        Int8ESConfig(population_size=7).validate()
     with pytest.raises(ValueError, match="alpha"):
         Int8ESConfig(alpha=0.001, alpha_min=0.01).validate()

@@ -8,7 +8,7 @@ import time
 
 ARGS = [
     "--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--total-steps", "4000",
-    "--pop-size", "16", "--hidden", "8", "8", "--iterations-per-chunk", "1",
+    "--population-size", "16", "--hidden", "8", "8", "--iterations-per-chunk", "1",
     "--checkpoint-every", "1", "--no-progress",
 ]
 

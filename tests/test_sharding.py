@@ -172,7 +172,7 @@ def test_initialize_does_nothing_without_a_cluster_and_rejects_half_a_cluster(mo
 def test_train_cli_has_a_devices_flag_checked_before_compiling():
     from eggroll_rl.cli.train import build
 
-    argv = ["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--pop-size", "16", "--no-progress"]
+    argv = ["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--population-size", "16", "--no-progress"]
     trainer, *_ = build(argv + ["--devices", "1"])
     assert trainer.config.devices == 1 and trainer.mesh.size == 1
     with pytest.raises(ValueError, match="devices=2, but this run has 1 device"):

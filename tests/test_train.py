@@ -46,7 +46,7 @@ def test_report_counts_env_steps_alike_in_both_lines_with_several_seeds():
 
 def test_one_seed_runs_without_vmap_match_the_same_seed_in_a_vmapped_run():
     """One seed is traced without ``vmap`` (faster compile); it must train exactly the same."""
-    config = ESConfig(total_steps=4_000, pop_size=8, hidden=(8,), eval_episodes=2)
+    config = ESConfig(total_steps=4_000, population_size=8, hidden=(8,), eval_episodes=2)
     trainer = ESTrainer(envs.make("gymnax/CartPole-v1"), config)
     common = dict(total_steps=4_000, iterations_per_chunk=2, progress=False)
     alone = run(trainer, LoopConfig(seeds=(1,), **common))
@@ -73,7 +73,7 @@ def _leaves(tree):
 
 
 def test_stop_at_ends_the_run_at_the_first_chunk_that_reaches_it(tmp_path):
-    config = ESConfig(total_steps=200_000, pop_size=8, hidden=(8,), eval_episodes=2)
+    config = ESConfig(total_steps=200_000, population_size=8, hidden=(8,), eval_episodes=2)
     trainer = ESTrainer(envs.make("gymnax/CartPole-v1"), config)
     loop = LoopConfig(total_steps=200_000, iterations_per_chunk=2, seeds=(0, 1), progress=False,
                       stop_at=5.0)  # every CartPole episode lasts >= 8 steps: reached at once
@@ -90,7 +90,7 @@ def test_stop_at_ends_the_run_at_the_first_chunk_that_reaches_it(tmp_path):
 
 def test_openes_improves_on_cartpole():
     config = ESConfig(
-        algo="openes", total_steps=60_000, pop_size=64, hidden=(16, 16), lr=0.05, sigma=0.1
+        algo="openes", total_steps=60_000, population_size=64, hidden=(16, 16), lr=0.05, sigma=0.1
     )
     result = run(
         ESTrainer(envs.make("gymnax/CartPole-v1"), config),
@@ -115,7 +115,7 @@ def no_training(monkeypatch):
     "argv, message",
     [
         (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--lr", "-0.1"], "lr must be > 0"),
-        (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--pop-size", "7"], "must be even"),
+        (["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--population-size", "7"], "must be even"),
         (["--algo", "openes", "--env", "gymnax/CartPole-v1", "--sigma", "0"], "sigma must be > 0"),
         (["--algo", "ppo", "--env", "gymnax/CartPole-v1", "--num-envs", "3", "--num-steps", "5"],
          "divisible by num_minibatches"),
@@ -138,7 +138,7 @@ def test_unknown_algo_is_rejected_by_the_parser(no_training, capsys):
 
 
 def test_several_seeds_train_in_one_program_and_differ():
-    config = ESConfig(total_steps=4_000, pop_size=16, hidden=(8,))
+    config = ESConfig(total_steps=4_000, population_size=16, hidden=(8,))
     result = run(
         ESTrainer(envs.make("gymnax/CartPole-v1"), config),
         LoopConfig(total_steps=config.total_steps, iterations_per_chunk=2, seeds=(0, 1),

@@ -32,12 +32,12 @@ RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"  # a study in 
 # env id -> (threshold, {variant: (dtype, config fields)}); budgets included. "float32" is the
 # project's float EGGROLL (3x256 MLP with LayerNorm), "float32-2x64" the int8 net's widths
 # (no LayerNorm, the int8 population size) in float32, "int8" Int8ESConfig's defaults.
-SAME_SIZE = dict(pop_size=64, hidden=(64, 64), layer_norm=False, lr=0.05, sigma=0.05)
+SAME_SIZE = dict(population_size=64, hidden=(64, 64), layer_norm=False, lr=0.05, sigma=0.05)
 RUNS = {
     "gymnax/CartPole-v1": (
         475.0,
         {
-            "float32": ("float32", dict(total_steps=1_000_000, pop_size=128, lr=0.05, sigma=0.05)),
+            "float32": ("float32", dict(total_steps=1_000_000, population_size=128, lr=0.05, sigma=0.05)),
             "float32-2x64": ("float32", dict(total_steps=1_000_000, **SAME_SIZE)),
             "int8": ("int8", dict(total_steps=1_000_000)),
         },
@@ -53,7 +53,7 @@ RUNS = {
     "gymnax/Pendulum-v1": (
         -200.0,
         {
-            "float32": ("float32", dict(total_steps=1_500_000, pop_size=512, lr=0.01, sigma=0.05)),
+            "float32": ("float32", dict(total_steps=1_500_000, population_size=512, lr=0.01, sigma=0.05)),
             "float32-2x64": ("float32", dict(total_steps=1_500_000, **SAME_SIZE)),
             "int8": ("int8", dict(total_steps=1_500_000)),
             # coarser weights (std 4), so each +-1 step is a larger relative move
