@@ -48,10 +48,13 @@ class Checkpointer:
         )
 
     def save(self, step: int, state: Any) -> None:
+        """Write ``state`` (any pytree of arrays, typed PRNG keys included) as checkpoint
+        ``step`` and wait until it is on disk; the oldest beyond ``max_to_keep`` are removed."""
         self._manager.save(step, args=ocp.args.StandardSave(_to_storable(state)))
         self._manager.wait_until_finished()
 
     def steps(self) -> list[int]:
+        """The steps of the checkpoints on disk now (re-read from the directory), ascending."""
         self._manager.reload()
         return sorted(self._manager.all_steps())
 
@@ -75,4 +78,5 @@ class Checkpointer:
         return None, template
 
     def close(self) -> None:
+        """Release the checkpoint manager (its background threads); call once at the end."""
         self._manager.close()

@@ -23,7 +23,19 @@ def _is_discrete(space: gymnasium.spaces.Space) -> bool:
 
 
 def sample(space, head: jax.Array, log_std: Optional[jax.Array], key: jax.Array):
-    """``(raw, env_action)``: what is scored, and what the environment receives."""
+    """Draw an action from the policy's distribution.
+
+    Args:
+      space: the task's action space (``gymnasium.spaces.Discrete`` or ``Box``).
+      head: float logits ``(..., n)`` (Discrete) or the Gaussian mean ``(..., action_size)``.
+      log_std: float ``(action_size,)`` log standard deviations (Box); ignored for Discrete.
+      key: a PRNG key.
+
+    Returns:
+      ``(raw, env_action)``: what is scored (int index ``(...,)``, or the unclipped float
+      sample shaped like ``head``), and what the environment receives (int32 ``raw +
+      space.start``, or the sample clipped to the box in ``space.dtype``).
+    """
     if _is_discrete(space):
         raw = jax.random.categorical(key, head)
         return raw, (raw + space.start).astype(jnp.int32)
@@ -33,6 +45,15 @@ def sample(space, head: jax.Array, log_std: Optional[jax.Array], key: jax.Array)
 
 
 def log_prob(space, head: jax.Array, log_std: Optional[jax.Array], raw: jax.Array) -> jax.Array:
+    """Log-probability of ``raw`` (as returned by ``sample``) under the policy's distribution.
+
+    Args: as ``sample``, with ``raw`` an int index ``(...,)`` (Discrete) or a float sample
+    shaped like ``head`` (Box, scored before clipping).
+
+    Returns:
+      float ``(...,)``: the categorical log-probability, or the diagonal Gaussian's log-density
+      summed over action dimensions.
+    """
     if _is_discrete(space):
         return jnp.take_along_axis(jax.nn.log_softmax(head), raw[..., None], axis=-1)[..., 0]
     z = (raw - head) * jnp.exp(-log_std)
@@ -40,6 +61,11 @@ def log_prob(space, head: jax.Array, log_std: Optional[jax.Array], raw: jax.Arra
 
 
 def entropy(space, head: jax.Array, log_std: Optional[jax.Array]) -> jax.Array:
+    """Entropy of the policy's distribution, float ``(...,)`` for ``head`` of shape ``(..., k)``.
+
+    Categorical: ``-sum p log p`` over the logits. Diagonal Gaussian: ``sum(log_std) +
+    k (1 + log 2 pi) / 2``, the same for every row (it does not depend on the mean).
+    """
     if _is_discrete(space):
         logp = jax.nn.log_softmax(head)
         return -jnp.sum(jnp.exp(logp) * logp, axis=-1)

@@ -17,6 +17,9 @@ CLIP, EPS = 10.0, 1e-8  # must equal eggroll_rl.envs.obs_norm.CLIP / EPS
 
 
 class Int8Policy(NamedTuple):
+    """An exported int8 policy as loaded from its ``.npz``: one kernel and shift per layer,
+    the input quantiser's bits, the head's kind and scale, and optional obs statistics."""
+
     kernels: list  # int8 (fan_in + 1, fan_out) per layer, bias in the last row
     shifts: np.ndarray  # int32 right shift per layer
     input_bits: int

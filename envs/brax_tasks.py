@@ -3,9 +3,8 @@
 Brax envs have no time limit and no autoreset of their own (its training wrappers do that, and
 its training agents no longer run on current JAX), so the adapter adds both: episodes are
 truncated at ``episode_length`` (1000, as in the paper) and reset in the same step, per the
-Task contract. The default physics backend is ``spring``: on a 2-core CPU it ran
-inverted_double_pendulum 3.1x faster than ``positional`` and 3.6x faster than ``generalized``
-(``python experiments/brax_backend_speed.py --steps 50``, see the README).
+Task contract. The default physics backend is ``spring``, the cheapest of Brax's backends per
+step (Brax documents it as its fastest, least accurate backend); ``backend=`` picks another.
 """
 
 from __future__ import annotations

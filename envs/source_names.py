@@ -1,8 +1,8 @@
 """Env names read from a suite package's source, so that listing ids imports no suite.
 
-Importing gymnax takes ~2.6 s on the 2-core CPU (its Pong env pulls in matplotlib, seaborn and
-scipy) and Brax ~0.9 s; ``import eggroll_rl.envs`` registers every id with Gymnasium, so it
-would pay both on every start. The names are literals in each package's registration module;
+Importing gymnax is slow (its Pong env pulls in matplotlib, seaborn and scipy), and so is
+importing Brax; ``import eggroll_rl.envs`` registers every id with Gymnasium, so it would pay
+both on every start. The names are literals in each package's registration module;
 they are read from there with ``ast`` (no code runs), and the caller falls back to importing
 the package whenever the literal is not where it was (another version).
 """

@@ -44,6 +44,8 @@ def _installed(package: str) -> bool:
 
 
 def register_all(register: Callable) -> None:
+    """Call ``register(env_id, factory)`` for every env of gymnax, Brax and each installed
+    optional suite; ``factory(**kwargs)`` builds the Task (nothing is built here)."""
     suites = [gymnax_tasks, brax_tasks]
     for prefix, module in OPTIONAL_ADAPTERS.items():
         if _installed(OPTIONAL_EXTRAS[prefix][1]):

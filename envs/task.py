@@ -46,6 +46,7 @@ class Task:
 
     @property
     def discrete(self) -> bool:
+        """True for a ``gymnasium.spaces.Discrete`` action space, False for a ``Box``."""
         return isinstance(self.action_space, gymnasium.spaces.Discrete)
 
     @property

@@ -61,6 +61,7 @@ def draw(runs: Sequence[tuple[str, list[dict]]], path: pathlib.Path, title: str 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command-line entry point (``argv`` defaults to ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(prog="eggroll-rl plot", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     parser.add_argument("dirs", nargs="+", type=pathlib.Path, help="folders holding results.csv")
     parser.add_argument(

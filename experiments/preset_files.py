@@ -59,6 +59,7 @@ class Preset:
 
     @property
     def name(self) -> str:
+        """The preset's name: its env id."""
         return self.env
 
     def overrides(self, algo: str, total_steps: Optional[int] = None) -> dict[str, Any]:

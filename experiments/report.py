@@ -25,6 +25,17 @@ def final_returns(rows: list[dict]) -> list[float]:
 def normalised(
     value: float, ppo: Optional[tuple[float, float]], random_return: Optional[float]
 ) -> str:
+    """``(value - random) / (PPO - random)`` formatted to two decimals, or why it is not given.
+
+    Args:
+      value: a final return.
+      ppo: PPO's mean final return and its standard error, or None without a PPO run.
+      random_return: the random policy's return, or None if it was not measured.
+
+    Returns:
+      The score as text, or a short reason (no PPO run, no random baseline, or PPO within
+      noise of random, where the ratio would be meaningless).
+    """
     if ppo is None:
         return "no PPO run"
     if random_return is None:
@@ -37,6 +48,8 @@ def normalised(
 
 
 def threshold_time(rows: list[dict], threshold: Optional[float]) -> str:
+    """Env steps and wall-clock seconds at which the seed-mean return curve of ``rows`` first
+    reaches ``threshold``, as text; "not reached" or "no threshold" otherwise."""
     if threshold is None:
         return "no threshold"
     for point in results.curve(rows):

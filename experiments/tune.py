@@ -50,6 +50,7 @@ def parse_choices(items: Sequence[str]) -> dict[str, list]:
 
 
 def sample(space: dict[str, list], rng: random.Random, algo: str) -> dict:
+    """One trial: a value drawn uniformly from each list of ``space`` (OpenES drops ``rank``)."""
     trial = {name: rng.choice(values) for name, values in space.items()}
     if algo == "openes":
         trial.pop("rank")
@@ -57,6 +58,7 @@ def sample(space: dict[str, list], rng: random.Random, algo: str) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Command-line entry point (``argv`` defaults to ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True)
     parser.add_argument("--algo", choices=("eggroll", "openes"), required=True)

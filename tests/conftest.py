@@ -1,4 +1,4 @@
-"""Shared fixtures for the core tests (fitness shaping, noise, layer, strategies, statistics).
+"""Shared fixtures and session settings for the tests (the ``slow`` marker, GPU precision).
 
 Compilation dominates the run time of these tests on a CPU: ``Eggroll.ask`` and ``tell`` are
 ``jit``-compiled per strategy *instance* (the instance is a static argument, hashed by
@@ -19,6 +19,23 @@ import pytest
 
 from eggroll_rl import Eggroll
 from eggroll_rl import noise as noise_lib
+
+
+def pytest_configure(config):
+    """Register the ``slow`` marker and pin float32 matmul precision on GPUs.
+
+    ``slow`` only labels long end-to-end runs (``-m slow`` selects them, ``-m "not slow"``
+    skips them); they are part of the default run.
+
+    On recent NVIDIA GPUs float32 matmuls and convolutions default to TF32 (about 10 mantissa
+    bits). The tests compare fast paths with references built another way (float64 NumPy,
+    materialised member params) at 1e-5 to 1e-6 tolerances: TF32 would hide no real error
+    but would break those comparisons, so on a GPU the whole session runs matmuls at full
+    float32 precision. CPU runs are left unchanged.
+    """
+    config.addinivalue_line("markers", "slow: long end-to-end run (still part of the default run)")
+    if jax.default_backend() == "gpu":
+        jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 from eggroll_rl import envs
 
 
+@pytest.mark.slow
 def test_brax_adapter_matches_brax_and_truncates_then_resets():
     import brax.envs
 

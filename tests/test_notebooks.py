@@ -30,6 +30,7 @@ def _text(notebook) -> str:
     )
 
 
+@pytest.mark.slow
 def test_quickstart_trains_plots_and_plays(tmp_path, monkeypatch):
     notebook = _execute("quickstart.ipynb", tmp_path, monkeypatch)
     assert "final eval return per seed" in _text(notebook)
@@ -39,6 +40,7 @@ def test_quickstart_trains_plots_and_plays(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "quickstart" / "policy" / "policy.json").exists()
 
 
+@pytest.mark.slow
 def test_drop_in_flax_trains_the_same_network_three_ways(tmp_path, monkeypatch):
     notebook = _execute("drop_in_flax.ipynb", tmp_path, monkeypatch)
     text = _text(notebook)

@@ -26,10 +26,15 @@ FAST_COMPILE = {
     "xla_llvm_disable_expensive_passes": True,
     "xla_cpu_use_fusion_emitters": False,
 }
-SLOW = pytest.mark.skipif(
+_OPT_IN = pytest.mark.skipif(
     not os.environ.get("EGGROLL_SLOW_TESTS"),
     reason="minutes of compiling or tracing (Craftax rollouts, every env): EGGROLL_SLOW_TESTS=1",
 )
+
+
+def SLOW(test):
+    """Marked ``slow``, and run only with ``EGGROLL_SLOW_TESTS=1`` (minutes each)."""
+    return pytest.mark.slow(_OPT_IN(test))
 BATCH = 2
 
 

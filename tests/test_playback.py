@@ -125,10 +125,15 @@ def test_play_our_own_tasks_by_either_id(cartpole_policy, tmp_path):
     ours = playback.play(path, "gymnax/CartPole-v1", episodes=2, seed=2)
     assert ours == playback.play(path, "eggroll_rl/CartPole-v1", episodes=2, seed=2)
     assert len(ours) == 2 and all(1 <= r <= 500 and r == int(r) for r in ours)
-    # our gymnax CartPole now draws frames (through Gymnasium's renderer)
+    # our gymnax CartPole draws frames (through Gymnasium's renderer): the reset frame and one
+    # per step, of Gymnasium's CartPole size (Pillow may merge identical consecutive frames)
+    import imageio.v3 as iio
+
     playback.play(path, "gymnax/CartPole-v1", episodes=1, seed=2, max_steps=3,
                   video_path=tmp_path / "ours.gif")
-    assert (tmp_path / "ours.gif").stat().st_size > 0
+    gif = iio.imread(tmp_path / "ours.gif")
+    assert 2 <= gif.shape[0] <= 1 + 3 and gif.shape[1:] == (400, 600, 3)
+    assert gif.std() > 0  # a drawn scene, not a blank canvas
 
 
 def test_gif_and_mp4_hold_the_frames(tmp_path, cartpole_policy):

@@ -17,6 +17,7 @@ def test_paper_ids_are_listed():
         assert env_id in ids
 
 
+@pytest.mark.slow
 def test_suite_names_read_from_source_are_the_packages_own_and_need_no_import():
     import subprocess
     import sys

@@ -256,6 +256,58 @@ def test_estimate_is_handed_to_the_optimiser_as_a_negated_gradient(
         np.testing.assert_allclose(step, 0.01 * np.sign(e), rtol=1e-3, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("held_dtype", [jnp.int8, jnp.bfloat16], ids=["int8", "bfloat16"])
+@pytest.mark.parametrize("cls", [Eggroll, OpenES], ids=["eggroll", "openes"])
+def test_noise_is_held_as_the_float32_draws_rounded_once(
+    cls, held_dtype, memo, member_signs, assert_trees_close
+):
+    """``noise_dtype`` rounds the float32 draws once, in ``ask``: int8 to steps of 1/16
+    (round(16 z), clipped to +-127), bfloat16 to nearest. The reference is the same draws held
+    in float32 (``noise_dtype=jnp.float32``), rounded in float64 NumPy. ``tell`` uses the held
+    values, so the update is the exact sum over the members evaluated."""
+    rank = dict(rank=2) if cls is Eggroll else {}
+    params = {"w": _params()["w"], "b": _params()["b"]}  # a matrix and a vector: cheap to compile
+    wide = memo(("held-wide", cls), lambda: cls(6, SIGMA, noise_dtype=jnp.float32, **rank))
+    narrow = memo(
+        ("held", cls, jnp.dtype(held_dtype).name),
+        lambda: cls(
+            6, SIGMA, optimizer=optax.sgd(LR), fitness_shaping="identity",
+            noise_dtype=held_dtype, **rank,
+        ),
+    )
+    if held_dtype == jnp.int8:
+        rounded = lambda d: np.clip(np.round(np.float64(d) * 16), -127, 127) / 16
+    else:
+        rounded = lambda d: np.asarray(jnp.asarray(d, jnp.float32).astype(held_dtype), np.float64)
+    state = narrow.init(jax.random.key(1), params)
+    population = narrow.ask(state)
+    wide_population = wide.ask(wide.init(jax.random.key(1), params))
+    if cls is Eggroll:  # the factors themselves
+        held = jax.tree_util.tree_leaves(population.noise)
+        drawn = jax.tree_util.tree_leaves(wide_population.noise)
+        assert {h.dtype for h in held} == {jnp.dtype(held_dtype)}
+        assert {d.dtype for d in drawn} == {jnp.dtype(jnp.float32)}
+        held = [np.asarray(widen(h), np.float64) for h in held]
+    else:  # OpenES holds its members' weights: the + member of pair k is mean + sigma * E_k
+        def unit(pop):
+            members, mean = _np_tree(pop.members), _np_tree(pop.mean)
+            return [(members[name][0::2] - mean[name]) / SIGMA for name in sorted(mean)]
+
+        held, drawn = unit(population), unit(wide_population)
+    for h, d in zip(held, drawn):
+        np.testing.assert_allclose(h, rounded(d), rtol=1e-5, atol=1e-5)
+    # the rounding did happen: the held values are not the float32 draws
+    assert max(np.abs(h - np.asarray(d, np.float64)).max() for h, d in zip(held, drawn)) > 1e-4
+    fitness = np.array([0.3, -1.0, 2.0, 0.5, -0.2, 1.1], np.float32)
+    new_state, _ = narrow.tell(state, population, fitness)
+    g = dict(strategy=narrow, state=state, population=population)
+    signs = member_signs(narrow)
+    estimate = _estimate(_unit_perturbations_from_population(g, member_signs), fitness, signs)
+    expected = jax.tree_util.tree_map(lambda mu, e: mu + LR * e, _np_tree(state.mean), estimate)
+    # OpenES's (member - mean) / sigma loses float32 digits: the error stays ~1e-5
+    assert_trees_close(new_state.mean, expected, rtol=1e-5, atol=2e-5)
+
+
 # ---- noise across generations ----------------------------------------------------------------
 def _run(strategy, state, generations, seed=0, record=None):
     """Eager ask/tell loop with random fitness; ``record(population)`` collected per generation."""
@@ -388,6 +440,8 @@ def test_sigma_schedule_scales_the_perturbations(reproducible, all_member_params
         (lambda: OpenES(8, 0.1, noise_reuse=-1), "noise_reuse"),
         (lambda: Eggroll(8, 0.1, fitness_shaping="best"), "fitness_shaping"),
         (lambda: Eggroll(8, 0.1, nonfinite_fitness="ignore"), "nonfinite_fitness"),
+        (lambda: Eggroll(8, 0.1, noise_dtype=jnp.int16), "noise_dtype"),
+        (lambda: OpenES(8, 0.1, noise_dtype="half-ish"), "noise_dtype"),
     ],
 )
 def test_constructor_errors_name_the_argument(build, argument):
@@ -488,6 +542,8 @@ def test_skip_leaves_params_and_optimiser_state_unchanged(skipping, jitted, asse
     fitness[3] = np.nan
     new_state, metrics = tell(state, population, fitness)
     assert bool(metrics["skipped"])
+    # the generation still advances, so the next ask draws fresh noise
+    assert int(new_state.generation) == int(state.generation) + 1
     assert_trees_equal(new_state.mean, state.mean)
     assert_trees_equal(new_state.opt_state, state.opt_state)
     # a finite generation is not skipped: it moves the mean and adam's moments and count
