@@ -174,7 +174,12 @@ def _actor(saved: SavedPolicy, space: gymnasium.spaces.Space, deterministic: boo
 
 
 def _write_video(path: pathlib.Path, frames: list, fps: float) -> None:
-    import imageio.v3 as iio
+    try:
+        import imageio.v3 as iio
+    except ImportError as error:
+        raise ImportError(
+            f"writing {path.name} needs imageio: pip install 'eggroll-rl[render]'"
+        ) from error
 
     frames = np.stack([np.asarray(frame, np.uint8) for frame in frames])
     path.parent.mkdir(parents=True, exist_ok=True)
