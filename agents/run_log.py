@@ -15,6 +15,9 @@ from typing import Any, Iterable, Optional
 
 
 class RunLog:
+    """The logs of one run folder (created if needed); ``tensorboard`` also writes TensorBoard
+    events when tensorboardX is importable."""
+
     def __init__(self, run_dir: pathlib.Path, tensorboard: bool = True):
         self.run_dir = pathlib.Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +83,24 @@ class RunLog:
                         self._writer.add_scalar(key, value, row.get("env_steps", row["iteration"]))
             self._writer.flush()
 
-    def plot(self, title: str, y: str = "eval_return", path: Optional[pathlib.Path] = None):
-        """Learning curve of ``y`` against env steps (one line per seed), as a PNG."""
+    def plot(
+        self,
+        title: str,
+        y: str = "eval_return",
+        path: Optional[pathlib.Path] = None,
+        threshold: Optional[float] = None,
+    ) -> pathlib.Path:
+        """Learning curve of ``y`` against env steps (one line per seed), as a PNG.
+
+        Args:
+            title: the figure title (e.g. algorithm, env id and seeds).
+            y: the metrics column on the vertical axis.
+            path: where to write (default ``run_dir/curve.png``).
+            threshold: drawn as a dashed horizontal line (e.g. the preset's solved return).
+
+        Returns:
+            The PNG's path.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
@@ -93,10 +112,13 @@ class RunLog:
         for seed in sorted({row.get("seed", 0) for row in rows}):
             points = [(row["env_steps"], row[y]) for row in rows if row.get("seed", 0) == seed]
             ax.plot(*zip(*points), label=f"seed {seed}") if points else None
+        if threshold is not None:
+            ax.axhline(threshold, color="gray", linestyle="--", linewidth=1,
+                       label=f"threshold {threshold:g}")
         ax.set_xlabel("env steps")
         ax.set_ylabel(y.replace("_", " "))
         ax.set_title(title)
-        if rows:
+        if rows or threshold is not None:
             ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(path, dpi=100)

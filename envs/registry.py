@@ -15,6 +15,12 @@ from eggroll_rl.envs.task import Task
 
 _FACTORIES: dict[str, Callable[..., Task]] = {}
 _SUITES_LOADED = False
+# Ids a suite registers that are not for training: left out of ``list_envs`` (and so of
+# ``eggroll-rl envs``); ``make`` still accepts them.
+UNLISTED: dict[str, str] = {
+    "brax/fast": "Brax's internal test env (not a task)",
+    "brax/swimmer": "Brax's swimmer needs the 'spring' backend, which this adapter does not build",
+}
 
 
 def register(env_id: str, factory: Callable[..., Task], *, overwrite: bool = False) -> None:
@@ -40,9 +46,10 @@ def _load_suites() -> None:
 
 
 def list_envs() -> list[str]:
-    """Every id that ``make`` accepts here (optional suites only if their package is installed)."""
+    """Every usable id that ``make`` accepts here (optional suites only if their package is
+    installed; ``UNLISTED`` ids are left out)."""
     _load_suites()
-    return sorted(_FACTORIES)
+    return sorted(env_id for env_id in _FACTORIES if env_id not in UNLISTED)
 
 
 def make(env_id: str, **kwargs) -> Task:
@@ -63,7 +70,8 @@ def make(env_id: str, **kwargs) -> Task:
 
 
 def main(argv=None) -> None:
-    """``eggroll-rl envs``: print every id, one per line (optional suites need their extra)."""
+    """eggroll-rl envs: print every usable env id, one per line (optional suites need their
+    extra)."""
     import argparse
 
     from eggroll_rl.envs import suites

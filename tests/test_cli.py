@@ -30,3 +30,38 @@ def test_console_script_is_installed():
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "bench", "envs", "compare"):
         assert command in out.stdout
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    cli.main(["--version"])
+    assert capsys.readouterr().out.strip() == f"eggroll-rl {version('eggroll-rl')}"
+
+
+def test_envs_lists_only_usable_ids(capsys):
+    from eggroll_rl.envs import registry
+
+    registry.main([])
+    listed = capsys.readouterr().out.split()
+    assert "gymnax/CartPole-v1" in listed and "brax/ant" in listed
+    assert not set(registry.UNLISTED) & set(listed)
+
+
+def test_third_party_noise_is_silenced_by_the_command_only():
+    """``import brax.envs`` prints two lines about NVIDIA Warp; the command's entry point drops
+    exactly those, and importing the library alone leaves warnings and output untouched."""
+    code = (
+        "import warnings, eggroll_rl, eggroll_rl.agents, eggroll_rl.cli; {}; import brax.envs; "
+        "print('brax filter:', any(f[1] is not None and 'Brax System' in f[1].pattern "
+        "for f in warnings.filters))"
+    )
+    plain = subprocess.run([sys.executable, "-c", code.format("pass")], capture_output=True,
+                           text=True, check=True)
+    assert "brax filter: False" in plain.stdout
+    quiet = subprocess.run(
+        [sys.executable, "-c", code.format("eggroll_rl.cli.quiet_third_party_noise()")],
+        capture_output=True, text=True, check=True,
+    )
+    assert quiet.stdout.strip() == "brax filter: True"
+    assert "Brax System" not in quiet.stderr

@@ -149,3 +149,56 @@ def test_several_seeds_train_in_one_program_and_differ():
     assert all(leaf.shape[0] == 2 for leaf in leaves)
     assert not np.allclose(leaves[0][0], leaves[0][1])
     assert sorted({row["seed"] for row in result.rows}) == [0, 1]
+
+
+def test_a_run_stops_at_most_one_update_past_the_budget_whatever_the_chunk_length():
+    """PPO spends a fixed number of env steps per update, so the end point is exact: the first
+    update that reaches the budget, although a chunk holds many more updates."""
+    from eggroll_rl.agents.ppo import PPO, PPOConfig
+
+    config = PPOConfig(total_steps=1_000, num_envs=4, num_steps=16, hidden=(8,))
+    loop = LoopConfig(total_steps=config.total_steps, iterations_per_chunk=50, progress=False)
+    result = run(PPO(envs.make("gymnax/CartPole-v1"), config, eval_episodes=2), loop)
+    per_update = config.steps_per_update
+    (steps,) = result.final("env_steps")
+    assert steps - per_update < config.total_steps <= steps
+    assert result.rows[-1]["iteration"] == steps // per_update  # updates that ran, not 50
+    assert result.stopped == "total_steps"
+
+
+def test_time_budget_flag_stops_the_run_on_time_and_is_recorded(tmp_path):
+    out = tmp_path / "run"
+    trainer, loop, run_dir, resume, record = train_cli.build([
+        "--algo", "ppo", "--env", "gymnax/CartPole-v1", "--time-budget", "0.01", "--num-envs",
+        "4", "--num-steps", "16", "--hidden", "8", "--out", str(out), "--no-progress",
+    ])
+    assert loop.total_steps is None and loop.time_budget == 0.01
+    result = run(trainer, loop, run_dir, config_record=record)
+    assert result.stopped == "time_budget" and len({r["iteration"] for r in result.rows}) == 1
+    assert json.loads((out / "config.json").read_text())["loop"]["time_budget"] == 0.01
+
+
+def test_old_flag_names_are_rejected_with_the_new_name(no_training, capsys):
+    for old, new in [("--pop-size", "--population-size"),
+                     ("--n-parallel-evaluations", "--episodes-per-member"),
+                     ("--rank-transform", "--fitness-shaping centered_rank"),
+                     ("--no-rank-transform", "--fitness-shaping zscore")]:
+        with pytest.raises(SystemExit) as error:
+            train_cli.main(["--algo", "eggroll", "--env", "gymnax/CartPole-v1", old, "8"])
+        assert error.value.code == 2
+        assert capsys.readouterr().err.strip() == f"eggroll-rl train: {old} was renamed {new}"
+
+
+def test_help_names_where_the_defaults_came_from_and_describes_every_run_flag(capsys):
+    with pytest.raises(SystemExit):
+        train_cli.main(["--algo", "eggroll", "--env", "gymnax/Pendulum-v1", "--help"])
+    text = capsys.readouterr().out
+    assert "defaults: preset gymnax/Pendulum-v1" in text
+    assert "defaults solve gymnax CartPole-v1" not in text
+    run_flags = text.split("Config fields of the chosen algorithm")[0]
+    assert "``" not in run_flags
+    for action in train_cli._parser()._actions:
+        assert action.help, f"{action.option_strings} has no help"
+    with pytest.raises(SystemExit):
+        train_cli.main(["--algo", "ppo", "--env", "gymnax/Acrobot-v1", "--help"])
+    assert "defaults: PPOConfig defaults" in capsys.readouterr().out

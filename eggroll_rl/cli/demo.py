@@ -1,8 +1,9 @@
-"""A one-command demo that the install works and EGGROLL optimises: MLP regression, no backprop.
+"""Install check: EGGROLL fits a small regression MLP without a single gradient.
 
-It stands in for the RL trainer until that exists. The fitness of a member is minus its mean
-squared error on a fixed batch; the population is evaluated with one ``population_apply`` call
-and the mean network's loss is printed as it falls.
+The fitness of a member is minus its mean squared error on a fixed batch; the population is
+evaluated with one population_apply call and the mean network's loss is printed as it falls.
+It is small on purpose (a quick check that JAX, Flax and EGGROLL work together); eggroll-rl
+train is the RL trainer.
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ def make_problem(key: jax.Array, samples: int = 64):
 
 
 def run(
-    generations: int = 300,
-    population_size: int = 256,
+    generations: int = 120,
+    population_size: int = 64,
     sigma: float = 0.05,
     learning_rate: float = 0.03,
     rank: int = 1,
     seed: int = 0,
-    log_every: int = 50,
+    log_every: int = 30,
     log=print,
 ) -> list[float]:
-    """Train and return the mean network's loss after every ``log_every`` generations."""
+    """Train; returns the mean network's loss at generation 0 and after every ``log_every``
+    generations (``generations // log_every + 1`` values)."""
     key_init, key_es = jax.random.split(jax.random.key(seed))
     model = RegressionMLP()
     xs, ys = make_problem(key_init)
@@ -78,10 +80,10 @@ def run(
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="eggroll-rl demo", description=__doc__)
-    parser.add_argument("--generations", type=int, default=300)
-    parser.add_argument("--population-size", type=int, default=256)
-    parser.add_argument("--rank", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generations", type=int, default=120, help="ES generations")
+    parser.add_argument("--population-size", type=int, default=64, help="members per generation (even)")
+    parser.add_argument("--rank", type=int, default=1, help="rank of each member's perturbation")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)
     history = run(args.generations, args.population_size, rank=args.rank, seed=args.seed)
     print(f"mse {history[0]:.4f} -> {history[-1]:.4f} without a single gradient")

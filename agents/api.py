@@ -1,0 +1,585 @@
+"""The Python training API: ``train`` (and ``resume``) return a ``TrainingRun`` you can act with.
+
+This is what ``eggroll-rl train`` runs: the same presets as defaults, the same validation (every
+error is a ``ValueError`` raised before anything compiles), the same run folder, the same
+exported policy. A ``TrainingRun`` holds the metrics, timings, each seed's mean policy, and
+``act``/``save``; ``load`` reads a saved policy back as a ``LoadedPolicy`` with the same ``act``.
+
+Example::
+
+    from eggroll_rl.agents import train
+
+    run = train("eggroll", "gymnax/CartPole-v1", stop_at=475)
+    action = run.act(observation)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+
+from eggroll_rl.agents import loop as loop_module
+from eggroll_rl.agents.es import ESConfig, ESTrainer
+from eggroll_rl.agents.int8_es import Int8ESConfig, Int8ESTrainer
+from eggroll_rl.agents.loop import LoopConfig, TrainResult
+from eggroll_rl.agents.ppo import PPO, PPOConfig
+
+ALGOS = ("eggroll", "openes", "ppo")
+CONFIGS: dict[str, type] = {"eggroll": ESConfig, "openes": ESConfig, "ppo": PPOConfig}
+# Old config field names -> (the field now, how to say it on the command line).
+RENAMED = {
+    "pop_size": ("population_size", "--population-size"),
+    "n_parallel_evaluations": ("episodes_per_member", "--episodes-per-member"),
+    "rank_transform": ("fitness_shaping", "--fitness-shaping {centered_rank,zscore}"),
+}
+INT8_POLICY_FILE = "policy_int8.npz"
+
+PathLike = Union[str, os.PathLike]
+Config = Union[ESConfig, PPOConfig, Int8ESConfig]
+
+
+class Plan(NamedTuple):
+    """A validated run, nothing compiled yet: what ``execute`` needs."""
+
+    trainer: Any  # ESTrainer, PPO or Int8ESTrainer
+    loop: LoopConfig
+    run_dir: Optional[pathlib.Path]
+    resume: bool
+    record: dict  # written to run_dir/config.json: algo, env, seeds, config, loop, threshold
+
+
+def default_config(
+    algo: str, env: str, *, preset: Optional[PathLike] = None, int8: bool = False
+) -> tuple[Config, str]:
+    """The config a run of ``algo`` on ``env`` starts from, and where it came from.
+
+    Args:
+        algo: "eggroll", "openes" or "ppo".
+        env: an env id (only used to find its bundled preset).
+        preset: a preset name (env id) or .toml path to use instead of ``env``'s own.
+        int8: integer EGGROLL (``Int8ESConfig``, which presets do not cover).
+
+    Returns:
+        ``(config, source)``: source is e.g. "preset gymnax/CartPole-v1" or "ESConfig defaults".
+    """
+    _check_algo(algo, int8)
+    if int8:
+        return Int8ESConfig(), "Int8ESConfig defaults"
+    cls = CONFIGS[algo]
+    from eggroll_rl.experiments import preset_files
+
+    if preset is not None:  # asked for: a missing [algo] table is an error (PresetError)
+        found = preset_files.load(str(preset))
+        return cls(**found.overrides(algo)), f"preset {_preset_name(found)}"
+    found = preset_files.for_env(env) if "/" in env else None
+    if found is not None and algo in found.algos:
+        return cls(**found.overrides(algo)), f"preset {_preset_name(found)}"
+    overrides = {"algo": algo} if cls is ESConfig else {}
+    return cls(**overrides), f"{cls.__name__} defaults"
+
+
+def _preset_name(found) -> str:
+    from eggroll_rl.experiments import preset_files
+
+    try:
+        return found.path.relative_to(preset_files.PRESET_DIR).with_suffix("").as_posix()
+    except ValueError:
+        return str(found.path)
+
+
+def _check_algo(algo: str, int8: bool) -> None:
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algo {algo!r}: choose one of {', '.join(ALGOS)}.")
+    if int8 and algo != "eggroll":
+        raise ValueError(f"int8 trains integer EGGROLL: use it with algo 'eggroll', not {algo!r}.")
+
+
+def _resolve_config(algo, env, config, total_steps, network, preset, int8) -> Config:
+    cls = Int8ESConfig if int8 else CONFIGS[algo]
+    if config is None or isinstance(config, Mapping):
+        base, _ = default_config(algo, env, preset=preset, int8=int8)
+        overrides = dict(config or {})
+        for old, (new, _flag) in RENAMED.items():
+            if old in overrides:
+                raise ValueError(f"config field {old!r} was renamed {new!r}.")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))} not a field of {cls.__name__}; known fields: "
+                f"{', '.join(sorted(known))}."
+            )
+        if "hidden" in overrides:
+            overrides["hidden"] = tuple(overrides["hidden"])
+        config = dataclasses.replace(base, **overrides)
+    elif not isinstance(config, cls):
+        raise ValueError(
+            f"config for algo {algo!r}{' (int8)' if int8 else ''} must be a {cls.__name__} or a "
+            f"dict of overrides, got {type(config).__name__}."
+        )
+    if hasattr(config, "algo") and config.algo != algo:
+        raise ValueError(f"config.algo is {config.algo!r} but algo is {algo!r}.")
+    if total_steps is not None:
+        config = dataclasses.replace(config, total_steps=int(total_steps))
+    if network is not None:
+        config = dataclasses.replace(config, **_network_fields(network, config))
+    config.validate()
+    return config
+
+
+def _network_fields(network, config) -> dict:
+    """``network=``: hidden widths, a dict of hidden/layer_norm, or a ``networks.Policy``."""
+    from eggroll_rl.networks import Policy
+
+    if isinstance(network, Policy):
+        fields = {"hidden": tuple(network.hidden), "layer_norm": bool(network.layer_norm)}
+    elif isinstance(network, Mapping):
+        unknown = sorted(set(network) - {"hidden", "layer_norm"})
+        if unknown:
+            raise ValueError(f"network takes 'hidden' and 'layer_norm', got {unknown}.")
+        fields = dict(network)
+        if "hidden" in fields:
+            fields["hidden"] = tuple(fields["hidden"])
+    elif isinstance(network, Sequence) and not isinstance(network, str):
+        fields = {"hidden": tuple(network)}
+    else:
+        raise ValueError(
+            "network must be hidden widths (e.g. (64, 64)), a dict with 'hidden' and/or "
+            f"'layer_norm', or an eggroll_rl.networks.Policy; got {type(network).__name__}."
+        )
+    if any(not isinstance(width, (int, np.integer)) or width < 1 for width in fields.get("hidden", (1,))):
+        raise ValueError(f"network hidden widths must be positive ints, got {fields['hidden']}.")
+    if "layer_norm" in fields and not hasattr(config, "layer_norm"):
+        raise ValueError(f"{type(config).__name__} has no layer_norm option.")
+    return fields
+
+
+def plan(
+    algo: str,
+    env: str,
+    *,
+    seeds: Sequence[int] = (0,),
+    total_steps: Optional[int] = None,
+    time_budget: Optional[float] = None,
+    config: Union[None, Config, Mapping[str, Any]] = None,
+    network: Any = None,
+    out: Optional[PathLike] = None,
+    progress: bool = True,
+    stop_at: Optional[float] = None,
+    xla_cpu_options: bool = False,
+    preset: Optional[PathLike] = None,
+    int8: bool = False,
+    iterations_per_chunk: Optional[int] = None,
+    checkpoint_every: int = 5,
+) -> Plan:
+    """Validate a run without compiling anything; ``train`` is ``execute(plan(...))``.
+
+    Arguments as in ``train``. Raises ``ValueError`` for any bad choice.
+    """
+    _check_algo(algo, int8)
+    from eggroll_rl import envs
+
+    task = envs.make(env)  # unknown ids fail here, naming the closest ones
+    config = _resolve_config(algo, env, config, total_steps, network, preset, int8)
+    if int8:
+        trainer = Int8ESTrainer(task, config)
+    elif isinstance(config, ESConfig):
+        trainer = ESTrainer(task, config)
+    else:
+        trainer = PPO(task, config)
+    # ES generations are long, so chunks are short; with stop_at, shorter still, so the run
+    # stops soon after the threshold is reached.
+    if iterations_per_chunk is None:
+        iterations_per_chunk = (2 if stop_at is not None else 5) if type(config) is ESConfig else 10
+    steps_budget = config.total_steps if total_steps is not None or time_budget is None else None
+    loop = LoopConfig(
+        total_steps=steps_budget,
+        iterations_per_chunk=int(iterations_per_chunk),
+        checkpoint_every=int(checkpoint_every),
+        seeds=tuple(int(seed) for seed in seeds),
+        progress=bool(progress),
+        stop_at=None if stop_at is None else float(stop_at),
+        xla_cpu_options=bool(xla_cpu_options),
+        time_budget=None if time_budget is None else float(time_budget),
+    )
+    loop.validate()
+    record = {
+        "algo": algo,
+        "env": env,
+        "seeds": list(loop.seeds),
+        "config": dataclasses.asdict(config),
+        "loop": {
+            "total_steps": loop.total_steps,
+            "time_budget": loop.time_budget,
+            "iterations_per_chunk": loop.iterations_per_chunk,
+            "checkpoint_every": loop.checkpoint_every,
+            "stop_at": loop.stop_at,
+            "xla_cpu_options": loop.xla_cpu_options,
+        },
+        "threshold": _threshold(env, preset, loop.stop_at),
+    }
+    if int8:
+        record["int8"] = True
+    run_dir = None if out is None else pathlib.Path(out)
+    return Plan(trainer, loop, run_dir, False, record)
+
+
+def default_run_dir(algo: str, env: str) -> pathlib.Path:
+    """``runs/ALGO-ENV-TIME``, the CLI's default run folder."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return pathlib.Path("runs") / f"{algo}-{env.replace('/', '_')}-{stamp}"
+
+
+def _threshold(env: str, preset: Optional[PathLike], stop_at: Optional[float]) -> Optional[float]:
+    """The preset's solved return (the curve's dashed line and the report), else ``stop_at``."""
+    from eggroll_rl.experiments import preset_files
+
+    found = preset_files.load(str(preset)) if preset is not None else preset_files.for_env(env)
+    if found is not None and found.threshold is not None:
+        return found.threshold
+    return stop_at
+
+
+def plan_resume(run_dir: PathLike, *, progress: bool = True) -> Plan:
+    """The plan of the run saved in ``run_dir`` (its config.json), to continue it."""
+    run_dir = pathlib.Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run folder: {path.name} missing.")
+    saved = json.loads(path.read_text())
+    int8 = saved.get("int8", False)
+    cls = Int8ESConfig if int8 else CONFIGS[saved["algo"]]
+    config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+    loop = saved["loop"]
+    # Runs recorded before time budgets existed had a step budget only: the config's.
+    total_steps = loop.get("total_steps", config.total_steps)
+    planned = plan(
+        saved["algo"], saved["env"], seeds=saved["seeds"], config=config,
+        total_steps=total_steps, time_budget=loop.get("time_budget"), out=run_dir,
+        progress=progress, stop_at=loop.get("stop_at"),
+        xla_cpu_options=loop.get("xla_cpu_options", False), int8=int8,
+        iterations_per_chunk=loop["iterations_per_chunk"],
+        checkpoint_every=loop["checkpoint_every"],
+    )
+    planned.record["threshold"] = saved.get("threshold", planned.record["threshold"])
+    return planned._replace(resume=True)
+
+
+@dataclasses.dataclass
+class LoadedPolicy:
+    """A deployable policy: ``act(obs)`` gives deterministic actions.
+
+    Float policies wrap ``eggroll_rl.envs.playback.SavedPolicy`` (the folder ``save_policy``
+    writes); int8 policies wrap ``eggroll_rl.int8_numpy.Int8Policy`` (``policy_int8.npz``).
+    """
+
+    env_id: str
+    saved: Any  # SavedPolicy, or int8_numpy.Int8Policy
+    _task: Any = dataclasses.field(default=None, repr=False)
+    _act: Any = dataclasses.field(default=None, repr=False)
+    _npz: Optional[bytes] = dataclasses.field(default=None, repr=False)  # int8: the file
+
+    @property
+    def int8(self) -> bool:
+        return self._npz is not None
+
+    @property
+    def params(self) -> Any:
+        """The float policy's params (a ``networks.Policy`` params tree); int8: the kernels."""
+        return self.saved.kernels if self.int8 else self.saved.params
+
+    def act(self, obs: Any) -> np.ndarray:
+        """Deterministic action(s) (argmax / Gaussian mean, clipped to the action space).
+
+        Args:
+            obs: one observation, shaped like the env's observation space, or a batch
+                ``(batch, *obs_shape)``.
+
+        Returns:
+            One action (a scalar int for discrete spaces, ``(action_dim,)`` floats otherwise),
+            or a batch of them with the leading batch axis.
+        """
+        if self.int8:
+            from eggroll_rl import int8_numpy
+
+            return np.asarray(int8_numpy.act(self.saved, np.asarray(obs, np.float32)))
+        if self._act is None:
+            self._act = self._actor()
+        obs = np.asarray(obs, np.float32)
+        return np.asarray(self._act(obs, obs.ndim > len(self.task.observation_space.shape)))
+
+    @property
+    def task(self):
+        """The env's ``Task`` (made on first use; it names the spaces ``act`` needs)."""
+        if self._task is None:
+            from eggroll_rl import envs
+
+            self._task = envs.make(self.env_id)
+        return self._task
+
+    def _actor(self):
+        import jax
+
+        from eggroll_rl.envs import playback
+
+        one = playback._actor(self.saved, self.task.action_space, deterministic=True)
+        key = jax.random.key(0)  # unused by deterministic actions
+        batched = jax.jit(jax.vmap(lambda params, obs: one(params, obs, key), (None, 0)))
+
+        def act(obs, batch: bool):
+            return batched(self.saved.params, obs) if batch else one(self.saved.params, obs, key)
+
+        return act
+
+    def save(self, path: PathLike) -> pathlib.Path:
+        """Write the policy for ``load``: a folder (``save_policy``'s format) for float
+        policies, the ``.npz`` file of ``eggroll_rl.int8.save`` for int8 ones; returns the path."""
+        path = pathlib.Path(path)
+        if self.int8:
+            path = path if path.suffix == ".npz" else path.with_suffix(".npz")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(self._npz)
+            return path
+        from eggroll_rl.envs.playback import save_policy
+
+        return save_policy(
+            path, self.saved.params, self.saved.network, self.saved.env_id,
+            self.saved.obs_norm_stats,
+        )
+
+
+def load(path: PathLike) -> LoadedPolicy:
+    """Read a policy written by ``TrainingRun.save`` (or by ``eggroll-rl train``).
+
+    Args:
+        path: a policy folder (``policy.json`` + ``params.msgpack``) or an int8 ``.npz``.
+    """
+    path = pathlib.Path(path)
+    if path.suffix == ".npz":
+        from eggroll_rl import int8_numpy
+
+        policy = int8_numpy.load(path)
+        with np.load(path) as data:
+            env_id = str(data["env_id"]) if "env_id" in data else ""
+        return LoadedPolicy(env_id=env_id, saved=policy, _npz=path.read_bytes())
+    from eggroll_rl.envs.playback import load_policy
+
+    saved = load_policy(path)
+    return LoadedPolicy(env_id=saved.env_id, saved=saved)
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """A finished run: metrics, timings, each seed's mean policy, and ``act``/``save``.
+
+    Attributes:
+        algo, env: what was trained where.
+        seeds: the seeds, in the order of every per-seed list below.
+        config: the resolved config dataclass (preset defaults plus overrides).
+        rows: the metrics table (``TrainResult.rows``; also run_dir/metrics.csv).
+        compile_s, wall_s: compile seconds and training seconds.
+        run_dir: the run folder, or None when the run wrote nothing.
+        policies: one ``LoadedPolicy`` per seed (the mean policy at the end).
+        result: the loop's ``TrainResult`` (its state has a leading seed axis).
+        threshold: the preset's solved return (else ``stop_at``), or None.
+        export_path: where the run folder's policy was exported (seed 0), or None.
+    """
+
+    algo: str
+    env: str
+    seeds: tuple[int, ...]
+    config: Config
+    rows: list[dict]
+    compile_s: float
+    wall_s: float
+    run_dir: Optional[pathlib.Path]
+    policies: list[LoadedPolicy]
+    result: TrainResult
+    threshold: Optional[float] = None
+    export_path: Optional[pathlib.Path] = None
+
+    @property
+    def params(self) -> Any:
+        """Seed 0's mean params (``params_per_seed`` has them all)."""
+        return self.policies[0].params
+
+    @property
+    def params_per_seed(self) -> list[Any]:
+        return [policy.params for policy in self.policies]
+
+    @property
+    def stopped(self) -> str:
+        """Why the run ended: "total_steps", "time_budget" or "stop_at"."""
+        return self.result.stopped
+
+    def final(self, key: str = "eval_return") -> list[float]:
+        """``key`` at the last eval point, one value per seed."""
+        return self.result.final(key)
+
+    def first_reaching(self, threshold: float) -> Optional[dict]:
+        """The first eval point where every seed's return was >= ``threshold`` (None: never)."""
+        return self.result.first_reaching(threshold)
+
+    def act(self, obs: Any, seed_index: int = 0) -> np.ndarray:
+        """Deterministic action(s) of seed ``seeds[seed_index]``'s policy; see
+        ``LoadedPolicy.act`` (one observation or a batch)."""
+        return self.policies[seed_index].act(obs)
+
+    def save(self, path: PathLike, seed_index: int = 0) -> pathlib.Path:
+        """Write one seed's policy for ``load``: a folder (float) or an .npz file (int8)."""
+        return self.policies[seed_index].save(path)
+
+
+def execute(planned: Plan) -> TrainingRun:
+    """Compile and run a ``Plan``; export seed 0's policy into the run folder if there is one."""
+    trainer, loop, run_dir, resume, record = planned
+    seeds = ", ".join(map(str, loop.seeds))
+    result = loop_module.run(
+        trainer, loop, run_dir, resume=resume, config_record=record,
+        title=f"{trainer.name} on {record['env']} (seeds {seeds})",
+        threshold=record.get("threshold"),
+    )
+    import jax
+
+    policies = []
+    for index in range(len(loop.seeds)):
+        state = jax.tree_util.tree_map(lambda x: x[index], result.state)
+        policies.append(_policy(trainer, state, record))
+    export_path = None
+    if run_dir is not None and jax.process_index() == 0:
+        export_path = export(trainer, result.state, run_dir, record)
+    return TrainingRun(
+        algo=record["algo"], env=record["env"], seeds=tuple(loop.seeds), config=trainer.config,
+        rows=result.rows, compile_s=result.compile_s, wall_s=result.wall_s, run_dir=run_dir,
+        policies=policies, result=result, threshold=record.get("threshold"),
+        export_path=export_path,
+    )
+
+
+def _policy(trainer, state, record) -> LoadedPolicy:
+    """One seed's deployable policy, in memory, exactly as ``export`` writes it."""
+    import jax
+
+    from eggroll_rl.envs.playback import SavedPolicy, network_config
+
+    if isinstance(trainer, Int8ESTrainer):
+        import tempfile
+
+        from eggroll_rl import int8_numpy
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = trainer.save(state, pathlib.Path(folder))
+            return LoadedPolicy(env_id=record["env"], saved=int8_numpy.load(path),
+                                _task=trainer.task, _npz=path.read_bytes())
+    deployed = trainer.policy(state)
+    config = record["config"]
+    stats = deployed["obs_stats"] if config.get("normalize_obs", True) else None
+    saved = SavedPolicy(
+        env_id=record["env"],
+        network=network_config(_network(trainer, config)),
+        params=jax.tree_util.tree_map(np.asarray, deployed["params"]),
+        obs_norm_stats=stats,
+    )
+    return LoadedPolicy(env_id=record["env"], saved=saved, _task=trainer.task)
+
+
+def _network(trainer, config: dict) -> dict:
+    return {
+        "action_size": trainer.task.action_size,
+        "continuous": not trainer.task.discrete,
+        "hidden": list(config["hidden"]),
+        "layer_norm": config["layer_norm"],
+    }
+
+
+def export(trainer, state, run_dir: pathlib.Path, record: dict) -> pathlib.Path:
+    """Write the first seed's deployable policy into ``run_dir``: ``policy/`` (mean params, obs
+    statistics, env id, network config) or, for int8, ``policy_int8.npz``.
+
+    Args:
+        state: the final state with a leading seed axis (``TrainResult.state``).
+    """
+    import jax
+
+    from eggroll_rl.envs.playback import save_policy
+
+    first = jax.tree_util.tree_map(lambda x: x[0], state)
+    if isinstance(trainer, Int8ESTrainer):
+        return trainer.save(first, run_dir)
+    deployed = trainer.policy(first)
+    config = record["config"]
+    stats = deployed["obs_stats"] if config.get("normalize_obs", True) else None
+    return save_policy(run_dir / "policy", deployed["params"], _network(trainer, config),
+                       record["env"], stats)
+
+
+def train(
+    algo: str,
+    env: str,
+    *,
+    seeds: Sequence[int] = (0,),
+    total_steps: Optional[int] = None,
+    time_budget: Optional[float] = None,
+    config: Union[None, Config, Mapping[str, Any]] = None,
+    network: Any = None,
+    out: Optional[PathLike] = None,
+    progress: bool = True,
+    stop_at: Optional[float] = None,
+    xla_cpu_options: bool = False,
+    preset: Optional[PathLike] = None,
+    int8: bool = False,
+    iterations_per_chunk: Optional[int] = None,
+    checkpoint_every: int = 5,
+) -> TrainingRun:
+    """Train ``algo`` on ``env`` and return the run; the same as ``eggroll-rl train``.
+
+    Everything is validated first: a bad algo, env id, config field or budget raises one
+    ``ValueError`` before anything compiles.
+
+    Args:
+        algo: "eggroll", "openes" or "ppo".
+        env: an env id, e.g. "gymnax/CartPole-v1" (``eggroll_rl.envs.list_envs()``).
+        seeds: seeds trained side by side in one vmapped program.
+        total_steps: env steps per seed (default: the config's, i.e. the preset's budget;
+            with only ``time_budget`` given, no step budget). Each seed stops at most one
+            generation/update past it.
+        time_budget: wall-clock training seconds (compile excluded); the run stops at the
+            first chunk end past it.
+        config: the algorithm's config dataclass (``ESConfig``, ``PPOConfig``, or
+            ``Int8ESConfig`` with ``int8``), or a dict of field overrides applied to the
+            defaults, which come from the env's bundled preset when there is one.
+        network: hidden widths (e.g. ``(64, 64)``), a dict with "hidden" and/or "layer_norm",
+            or an ``eggroll_rl.networks.Policy`` whose hidden/layer_norm are used.
+        out: run folder for config.json, metrics.csv/jsonl, curve.png, checkpoints and the
+            exported policy (None: write nothing).
+        progress: show a progress bar of env steps.
+        stop_at: stop at the first chunk end where every seed's eval return is >= this.
+        xla_cpu_options: compile with XLA:CPU options that speed up float rollouts on CPU.
+        preset: a preset name (env id) or .toml path whose config is the default instead of
+            ``env``'s own.
+        int8: integer EGGROLL (algo "eggroll" only).
+        iterations_per_chunk: generations/updates between evals (default: 5 for ES, 2 with
+            ``stop_at``, 10 for PPO and int8).
+        checkpoint_every: chunks between checkpoints (with ``out``).
+
+    Returns:
+        A ``TrainingRun``.
+    """
+    return execute(plan(
+        algo, env, seeds=seeds, total_steps=total_steps, time_budget=time_budget,
+        config=config, network=network, out=out, progress=progress, stop_at=stop_at,
+        xla_cpu_options=xla_cpu_options, preset=preset, int8=int8,
+        iterations_per_chunk=iterations_per_chunk, checkpoint_every=checkpoint_every,
+    ))
+
+
+def resume(run_dir: PathLike, *, progress: bool = True) -> TrainingRun:
+    """Continue the run in ``run_dir`` from its newest good checkpoint, with its saved config;
+    it ends exactly where an uninterrupted run would have."""
+    return execute(plan_resume(run_dir, progress=progress))
