@@ -18,7 +18,7 @@ from flax import struct
 
 from eggroll_rl import distributed
 from eggroll_rl.envs import obs_norm
-from eggroll_rl.envs.rollout import evaluate, rollout
+from eggroll_rl.envs.rollout import StepCount, check_steps_per_generation, evaluate, rollout
 from eggroll_rl.envs.task import Task
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, EvoState, OpenES
@@ -93,10 +93,12 @@ class ESConfig:
 
 @struct.dataclass
 class ESState:
-    evo: EvoState
-    obs_stats: Any
-    key: jax.Array
-    env_steps: jax.Array
+    """What changes between generations (one seed; the train loop stacks seeds on axis 0)."""
+
+    evo: EvoState  # the strategy's mean params, optimiser state and generation
+    obs_stats: Any  # obs_norm.RunningStats pooled over every live observation so far
+    key: jax.Array  # typed PRNG key
+    env_steps: StepCount  # env steps consumed so far, exact past 2^31 (np.asarray: int64)
 
 
 def _optimizer(config: ESConfig) -> optax.GradientTransformation:
@@ -125,6 +127,10 @@ class ESTrainer:
         if self.mesh is None:
             object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
         distributed.check_divisible(self.config.population_size, self.mesh, "es: population_size", group=2)
+        check_steps_per_generation(
+            self.config.population_size * self.config.episodes_per_member,
+            self.task.max_episode_steps, "es",
+        )
 
     @property
     def name(self) -> str:
@@ -163,11 +169,16 @@ class ESTrainer:
             evo=self.strategy.init(key_es, params),
             obs_stats=obs_norm.init(obs_shape),
             key=key,
-            env_steps=jnp.zeros((), jnp.int32),
+            env_steps=StepCount.zero(),
         )
         return distributed.replicate(state, self.mesh)
 
     def generation(self, state: ESState, _=None):
+        """One generation (ask, rollout, tell); returns ``(state, metrics)``.
+
+        Metrics: ``env_steps`` (the new ``StepCount``), and float32 scalars ``fitness_mean``,
+        ``fitness_max``, ``sigma`` and ``skipped`` (1 when non-finite fitness skipped the update).
+        """
         c, strategy = self.config, self.strategy
         key, key_rollout = jax.random.split(state.key)
         population = strategy.ask(state.evo)
@@ -182,7 +193,7 @@ class ESTrainer:
             obs_stats=state.obs_stats if c.normalize_obs else None,
         )
         evo, metrics = strategy.tell(state.evo, population, result.fitness)
-        env_steps = state.env_steps + result.env_steps
+        env_steps = state.env_steps.add(result.env_steps)
         new_state = ESState(
             evo=evo,
             obs_stats=result.obs_stats if c.normalize_obs else state.obs_stats,
@@ -198,6 +209,7 @@ class ESTrainer:
         }
 
     def train_chunk(self, state: ESState, num_iterations: int):
+        """``num_iterations`` generations in one ``lax.scan``; metrics stacked on axis 0."""
         return jax.lax.scan(self.generation, state, None, num_iterations)
 
     def evaluate(self, state: ESState, key: jax.Array) -> jax.Array:

@@ -4,7 +4,8 @@ One generation: draw the int8 noise -> run every member's episodes (``run_episod
 integer population forward as the policy) -> pair fitness signs -> the integer update ->
 pooled observation statistics, as in ``agents.es``. There is no optimiser state: the state is
 the int8 kernels, the obs statistics, a key, the generation and the env-step count. The mean
-policy it evaluates is exactly the int8 network ``save_int8`` exports.
+policy it evaluates is exactly the int8 network ``save_int8`` exports. Like the float trainer it
+splits the population over a device mesh (``config.devices``) and keeps the state replicated.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
+from eggroll_rl import distributed
 from eggroll_rl import int8 as int8_lib
 from eggroll_rl.envs import obs_norm
-from eggroll_rl.envs.rollout import evaluate, run_episodes
+from eggroll_rl.envs.rollout import StepCount, check_steps_per_generation, evaluate, run_episodes
 from eggroll_rl.envs.task import Task
 from eggroll_rl.int8 import Int8MLP
 from eggroll_rl.int8_strategy import Int8Eggroll
@@ -49,6 +51,8 @@ class Int8ESConfig:
     input_bits: int = 5
     weight_init: int = 16
     eval_episodes: int = 10
+    devices: int = 0
+    """Devices to split the population over (0: all devices of all processes)."""
 
     def validate(self) -> None:
         if self.algo != "eggroll":
@@ -71,27 +75,45 @@ class Int8ESConfig:
             )
         if not 0 < self.alpha_decay <= 1:
             raise ValueError(f"int8: alpha_decay must be in (0, 1], got {self.alpha_decay}.")
+        if self.devices < 0:
+            raise ValueError(f"int8: devices must be >= 0 (0: all), got {self.devices}.")
 
 
 @struct.dataclass
 class Int8ESState:
-    params: Any  # tuple of int8 kernels
-    obs_stats: Any
-    key: jax.Array
-    generation: jax.Array
-    env_steps: jax.Array
+    """What changes between generations (one seed; the train loop stacks seeds on axis 0)."""
+
+    params: Any  # tuple of int8 kernels, (fan_in + 1, fan_out) each
+    obs_stats: Any  # obs_norm.RunningStats pooled over every live observation so far
+    key: jax.Array  # typed PRNG key
+    generation: jax.Array  # int32 scalar
+    env_steps: StepCount  # env steps consumed so far, exact past 2^31 (np.asarray: int64)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Int8ESTrainer:
-    """Pure functions of one int8 configuration on one task (hashable by identity for jit)."""
+    """Pure functions of one int8 configuration on one task (hashable by identity for jit).
+
+    ``mesh`` (default: ``make_population_mesh(config.devices)``) splits the population over
+    devices; the state stays replicated, so results match a one-device run.
+    """
 
     task: Task
     config: Int8ESConfig
+    mesh: Optional[jax.sharding.Mesh] = None
     integer_dots = True  # int8 matmuls: the train loop keeps YNNPACK's int8 dots (xla_options)
 
     def __post_init__(self):
         self.config.validate()
+        if self.mesh is None:
+            object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
+        distributed.check_divisible(
+            self.config.population_size, self.mesh, "int8: population_size", group=2
+        )
+        check_steps_per_generation(
+            self.config.population_size * self.config.episodes_per_member,
+            self.task.max_episode_steps, "int8",
+        )
         if len(self.task.observation_space.shape) != 1:
             raise ValueError(
                 f"{self.task.env_id}: the int8 policy is an MLP over flat observations, got "
@@ -108,20 +130,23 @@ class Int8ESTrainer:
 
     @functools.cached_property
     def strategy(self) -> Int8Eggroll:
-        return _strategy(self.task, self.config)
+        return _strategy(self.task, self.config, self.mesh)
 
     def init(self, key: jax.Array) -> Int8ESState:
         key, key_net = jax.random.split(key)
         obs_shape = self.task.observation_space.shape
-        return Int8ESState(
+        state = Int8ESState(
             params=self.network.init(key_net),
             obs_stats=obs_norm.init(obs_shape),
             key=key,
             generation=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
+            env_steps=StepCount.zero(),
         )
+        return distributed.replicate(state, self.mesh)
 
     def generation(self, state: Int8ESState, _=None):
+        """One generation; returns ``(state, metrics)`` with float32 scalar metrics (and the
+        ``StepCount`` ``env_steps``)."""
         c, strategy, model = self.config, self.strategy, self.network
         key, key_noise, key_rollout = jax.random.split(state.key, 3)
         noise = strategy.draw(key_noise, state.generation)
@@ -140,7 +165,7 @@ class Int8ESTrainer:
         )
         returns = episodes.returns.mean(axis=1)
         params, metrics = strategy.update(state.params, noise, returns, state.generation)
-        env_steps = state.env_steps + episodes.lengths.sum()
+        env_steps = state.env_steps.add(episodes.lengths.sum(dtype=jnp.uint32))
         new_state = Int8ESState(
             params=params,
             obs_stats=episodes.obs_stats if c.normalize_obs else state.obs_stats,
@@ -199,7 +224,7 @@ def _network(task: Task, config: Int8ESConfig) -> Int8MLP:
     )
 
 
-def _strategy(task: Task, config: Int8ESConfig) -> Int8Eggroll:
+def _strategy(task: Task, config: Int8ESConfig, mesh=None) -> Int8Eggroll:
     return Int8Eggroll(
         _network(task, config),
         config.population_size,
@@ -208,4 +233,5 @@ def _strategy(task: Task, config: Int8ESConfig) -> Int8Eggroll:
         alpha=config.alpha,
         alpha_decay=config.alpha_decay,
         alpha_min=config.alpha_min,
+        mesh=mesh,
     )

@@ -13,6 +13,7 @@ task's ``info["final_obs"]``); terminated ones are not.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
@@ -24,7 +25,7 @@ from flax import struct
 from eggroll_rl import distributed
 from eggroll_rl.agents import distributions
 from eggroll_rl.envs import obs_norm
-from eggroll_rl.envs.rollout import evaluate
+from eggroll_rl.envs.rollout import StepCount, evaluate
 from eggroll_rl.envs.task import Task
 from eggroll_rl.networks import MLP, Policy
 
@@ -37,6 +38,11 @@ class PPOConfig:
 
     total_steps: int = 500_000
     num_envs: int = 4
+    """Environments stepped in parallel. On D devices the trainer rounds it up to a multiple of
+    D (with a warning when that changes it; ``PPO.config`` holds the value used), so the
+    defaults build on any device count; the minibatch size ``num_envs * num_steps /
+    num_minibatches`` must then split over the D devices too (it does for the defaults on 1, 2,
+    4 and 8 devices)."""
     num_steps: int = 128
     update_epochs: int = 4
     num_minibatches: int = 4
@@ -112,8 +118,8 @@ class PPOState:
     episode_return: jax.Array  # undiscounted return so far of each env's running episode
     last_return: jax.Array  # return of each env's latest finished episode (NaN before one)
     key: jax.Array
-    update: jax.Array
-    env_steps: jax.Array
+    update: jax.Array  # int32, updates done
+    env_steps: StepCount  # env steps consumed so far, exact past 2^31 (np.asarray: int64)
 
 
 class Transition(NamedTuple):
@@ -150,7 +156,16 @@ class PPO:
         if self.mesh is None:
             object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
         c = self.config
-        distributed.check_divisible(c.num_envs, self.mesh, "ppo: num_envs")
+        num_envs = distributed.round_up(c.num_envs, self.mesh)
+        if num_envs != c.num_envs:
+            warnings.warn(
+                f"ppo: num_envs={c.num_envs} does not split over {self.mesh.size} devices; "
+                f"running {num_envs} environments instead (the next multiple of {self.mesh.size}).",
+                stacklevel=2,
+            )
+            c = dataclasses.replace(c, num_envs=num_envs)
+            c.validate()
+            object.__setattr__(self, "config", c)
         distributed.check_divisible(
             c.steps_per_update // c.num_minibatches, self.mesh,
             "ppo: minibatch size num_envs * num_steps / num_minibatches",
@@ -192,7 +207,7 @@ class PPO:
             last_return=jnp.full(c.num_envs, jnp.nan),
             key=key,
             update=jnp.zeros((), jnp.int32),
-            env_steps=jnp.zeros((), jnp.int32),
+            env_steps=StepCount.zero(),
         )
 
     def _normalize(self, stats, obs):
@@ -284,7 +299,11 @@ class PPO:
         return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
     def update(self, state: PPOState, _=None):
-        """One PPO update: collect ``num_steps`` x ``num_envs`` steps, then minibatch epochs."""
+        """One PPO update: collect ``num_steps`` x ``num_envs`` steps, then minibatch epochs.
+
+        Returns ``(state, metrics)``: ``env_steps`` (the new ``StepCount``), ``episodes`` int32,
+        and float32 scalars ``train_return``, ``policy_loss``, ``value_loss``, ``entropy``.
+        """
         c = self.config
         (env_state, obs, key, discounted, episode_return, last_return), transitions, returns_seen = (
             self._collect(state)
@@ -328,8 +347,9 @@ class PPO:
         if c.normalize_obs:
             obs_stats = obs_norm.update(obs_stats, transitions.obs.reshape((batch_size,) + obs.shape[1:]))
         finished = transitions.episode_done
+        env_steps = state.env_steps.add(batch_size)
         metrics = {
-            "env_steps": state.env_steps + batch_size,
+            "env_steps": env_steps,
             "episodes": finished.sum(),
             # Mean over envs of their latest finished episode's return (0 until one finishes).
             "train_return": jnp.nan_to_num(jnp.nanmean(last_return)),
@@ -347,7 +367,7 @@ class PPO:
             last_return=last_return,
             key=key,
             update=state.update + 1,
-            env_steps=state.env_steps + batch_size,
+            env_steps=env_steps,
         )
         return new_state, metrics
 

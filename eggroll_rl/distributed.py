@@ -10,6 +10,11 @@ same one that runs on one device, so results match it up to float32 rounding, co
 under ``vmap`` (over seeds), and a mesh of one device adds nothing at all. Multi-host runs call
 ``initialize()`` once per process before anything else touches JAX; the mesh then spans every
 process's devices.
+
+Inside a population rollout the stop check ``any(alive)`` is a cross-device reduction; the
+rollout evaluates it once per chunk of env steps (``envs.rollout.steps_per_check``), not per
+step. Pooled observation statistics (``normalize_obs``) are the one per-step exchange left: two
+all-reduces of ``obs_dim + 1`` floats per env step.
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ def check_divisible(size: int, mesh: Optional[Mesh], what: str, group: int = 1) 
             f"{what}={size} cannot be split evenly over {mesh_size(mesh)} devices{together}: "
             f"use a multiple of {n} (e.g. {lower or upper} or {upper}), or fewer devices."
         )
+
+
+def round_up(size: int, mesh: Optional[Mesh], group: int = 1) -> int:
+    """The smallest multiple of ``mesh_size(mesh) * group`` that is >= ``size``."""
+    n = mesh_size(mesh) * group
+    return -(-size // n) * n
 
 
 def shard_rows(tree: Any, mesh: Optional[Mesh], axis: int = 0) -> Any:

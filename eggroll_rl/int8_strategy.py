@@ -10,6 +10,12 @@ fitness is the sign of its return difference (+1, 0, -1). The update accumulates
 ``|Z|`` reaches the layer's threshold: the ``ceil(alpha * size)``-th largest ``|Z|`` (and at
 least 1), so about a fraction ``alpha`` of each kernel moves. ``alpha`` decays geometrically
 to a floor. Weights stay in [-127, 127].
+
+With a ``mesh`` the population is split over devices like ``strategies.Eggroll``'s: each device
+draws and holds its own pairs' factors and runs their members' forwards; ``update`` gathers the
+N returns and all pairs' factors (int8, ``N/2 x r x (in + out)`` per layer) and every device
+computes the identical integer update, which is exact, so results match one device bit for bit
+whenever the rollouts' returns do.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
+from eggroll_rl import distributed
 from eggroll_rl import noise as noise_lib
 from eggroll_rl.int8 import INT8_MAX, NOISE_SCALE, Int8MLP, Int8Noise, Int8Params
 
@@ -36,6 +44,8 @@ class Int8Eggroll:
       noise_shift: fractional bits of the perturbation; sigma = 2^(8 - noise_shift) weight units.
       alpha, alpha_decay, alpha_min: fraction of each kernel that moves at generation g is
         ``max(alpha * alpha_decay^g, alpha_min)``.
+      mesh: a ``jax.sharding.Mesh`` to split the population axis over (None or one device: no
+        sharding); ``population_size`` must be a multiple of twice its size (whole pairs).
     """
 
     model: Int8MLP
@@ -45,6 +55,7 @@ class Int8Eggroll:
     alpha: float = 0.1
     alpha_decay: float = 0.995
     alpha_min: float = 0.01
+    mesh: Optional[jax.sharding.Mesh] = None
 
     def __post_init__(self):
         if self.population_size < 2 or self.population_size % 2:
@@ -52,6 +63,7 @@ class Int8Eggroll:
                 f"population_size={self.population_size} must be even and >= 2: members 2p and "
                 "2p+1 are an antithetic pair."
             )
+        distributed.check_divisible(self.population_size, self.mesh, "population_size", group=2)
         smallest = min(min(shape) for shape in self.model.kernel_shapes)
         if not 1 <= self.rank <= smallest:
             raise ValueError(f"rank must be in [1, {smallest}] for this model, got {self.rank}.")
@@ -79,11 +91,15 @@ class Int8Eggroll:
         return self.population_size // 2
 
     def alpha_at(self, generation: jax.Array) -> jax.Array:
+        """float32 scalar: the fraction of each kernel that moves at ``generation``."""
         decayed = self.alpha * jnp.power(jnp.float32(self.alpha_decay), generation)
         return jnp.maximum(decayed, self.alpha_min)
 
     def draw(self, key: jax.Array, generation: jax.Array) -> tuple[Int8Noise, ...]:
-        """Every pair's int8 factors per layer: ``a (pairs, r, out)``, ``b (pairs, r, in)``."""
+        """Every pair's int8 factors per layer: ``a (pairs, r, out)``, ``b (pairs, r, in + 1)``.
+
+        A pure function of ``(key, generation)``; with a mesh the pairs axis is sharded.
+        """
         shapes = self.model.kernel_shapes
         total = sum(self.rank * (fan_in + fan_out) for fan_in, fan_out in shapes)
         generation_key = jax.random.fold_in(key, generation)
@@ -99,9 +115,10 @@ class Int8Eggroll:
             both = flat[:, offset : offset + size].reshape(-1, self.rank, fan_in + fan_out)
             offset += size
             noise.append(Int8Noise(a=both[..., fan_in:], b=both[..., :fan_in]))
-        return tuple(noise)
+        return distributed.shard_rows(tuple(noise), self.mesh)
 
     def member_signs(self) -> jax.Array:
+        """int32 ``(population,)``: +1 for members 2p, -1 for members 2p + 1."""
         return jnp.tile(jnp.asarray([1, -1], jnp.int32), self.num_pairs)
 
     def population_forward(
@@ -109,15 +126,19 @@ class Int8Eggroll:
     ) -> jax.Array:
         """Every member's int32 head: ``x (population, ..., obs_size)`` int8, one row per member.
 
-        Kernels stay shared (``x @ W`` is one batched int8 matmul over the whole population);
-        each member adds its rank-r term from its pair's factors.
+        Returns int32 ``(population, ..., action_size)``. Kernels stay shared; each member adds
+        its rank-r term from its pair's factors. With a mesh, ``x`` and the output are sharded
+        along the population axis.
         """
+        x = distributed.shard_rows(x, self.mesh)
         per_member = jax.tree_util.tree_map(lambda v: jnp.repeat(v, 2, axis=0), noise)
+        per_member = distributed.shard_rows(per_member, self.mesh)
 
         def member(member_noise, sign, xi):
             return self.model.forward(params, xi, member_noise, sign, self.noise_shift)
 
-        return jax.vmap(member)(per_member, self.member_signs(), x)
+        out = jax.vmap(member)(per_member, self.member_signs(), x)
+        return distributed.shard_rows(out, self.mesh)
 
     def pair_fitness(self, returns: jax.Array) -> jax.Array:
         """``sign(R_2p - R_2p+1)`` per pair, int32 in {-1, 0, 1}."""
@@ -131,7 +152,14 @@ class Int8Eggroll:
         returns: jax.Array,
         generation: jax.Array,
     ) -> tuple[Int8Params, dict]:
-        """One integer step from every member's return; returns ``(params, metrics)``."""
+        """One integer step from every member's return; returns ``(params, metrics)``.
+
+        ``returns`` float ``(population,)``. The new params are int8 like ``params``; metrics
+        are float32 scalars ``alpha``, ``moved_fraction`` and ``pairs_tied``. With a mesh, the
+        returns and factors are gathered first, so every device holds the same new params.
+        """
+        returns = distributed.replicate(returns, self.mesh)  # the only gathers: N floats ...
+        noise = distributed.replicate(noise, self.mesh)  # ... and the pairs' int8 factors
         fitness = self.pair_fitness(returns)
         alpha = self.alpha_at(generation)
         new, moved = [], []

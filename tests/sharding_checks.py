@@ -5,6 +5,9 @@ starts with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``; it prints on
 
   python tests/sharding_checks.py es             EGGROLL and OpenES: 1 device vs all devices
   python tests/sharding_checks.py ppo            PPO: 1 device vs all devices
+  python tests/sharding_checks.py int8           integer EGGROLL: 1 device vs all devices
+  python tests/sharding_checks.py ppo-defaults   PPO's default config on 1, 2, 4, ... devices
+  python tests/sharding_checks.py rollout-hlo    collectives of a sharded rollout, per loop
   python tests/sharding_checks.py process ID PORT  one of two jax.distributed processes
 
 Every run goes through the real train loop (``agents.loop.run``, seeds vmapped) on
@@ -127,7 +130,9 @@ def es_check() -> dict:
         "es_trainer": lambda: ESTrainer(
             task, dataclasses.replace(_es_config("eggroll", n), population_size=18)
         ),
-        "ppo": lambda: PPO(task, dataclasses.replace(_ppo_config(n), num_envs=6)),
+        "ppo_minibatch": lambda: PPO(
+            task, dataclasses.replace(_ppo_config(n), num_envs=8, num_steps=3, num_minibatches=4)
+        ),
     }
     for name, attempt in attempts.items():
         try:
@@ -155,6 +160,150 @@ def ppo_check() -> dict:
         "obs_rows_per_device": _rows_per_device(states[n].obs, axis=1),
         "obs_devices": _devices_spanned(states[n].obs),
     }
+
+
+def _int8_config(devices: int):
+    from eggroll_rl.agents.int8_es import Int8ESConfig
+
+    return Int8ESConfig(population_size=16, hidden=(8,), devices=devices, total_steps=1,
+                        eval_episodes=2)
+
+
+def int8_check() -> dict:
+    from eggroll_rl import envs
+    from eggroll_rl.agents.int8_es import Int8ESTrainer
+
+    task = envs.make("gymnax/CartPole-v1")
+    n = jax.device_count()
+    trainers = {devices: Int8ESTrainer(task, _int8_config(devices)) for devices in (1, n)}
+    states = {devices: _train(trainer, iterations=3) for devices, trainer in trainers.items()}
+    one = jax.tree_util.tree_map(lambda x: x[0], states[n])
+    noise = trainers[n].strategy.draw(one.key, one.generation)
+    errors = {}
+    try:
+        Int8ESTrainer(task, dataclasses.replace(_int8_config(n), population_size=18))
+    except ValueError as error:
+        errors["population"] = str(error)
+    initial = _initial(trainers[1]).params
+    return {
+        "devices": n,
+        "params_equal": all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(jax.tree_util.tree_leaves(states[1].params),
+                            jax.tree_util.tree_leaves(states[n].params))
+        ),
+        "moved": sum(int(np.sum(np.asarray(a) != np.asarray(b)))
+                     for a, b in zip(jax.tree_util.tree_leaves(states[1].params),
+                                     jax.tree_util.tree_leaves(initial))),
+        "obs_stats_max_diff": _max_diff(states[1].obs_stats, states[n].obs_stats),
+        "env_steps": [np.asarray(states[d].env_steps).tolist() for d in (1, n)],
+        "params_replicated": _replicated(states[n].params),
+        "noise_rows_per_device": _rows_per_device(noise),
+        "noise_devices": _devices_spanned(noise),
+        "errors": errors,
+    }
+
+
+def ppo_defaults_check() -> dict:
+    """The default PPO config builds on every device count up to this run's, and trains on all."""
+    import warnings
+
+    from eggroll_rl import envs
+    from eggroll_rl.agents.ppo import PPO, PPOConfig
+
+    task = envs.make("gymnax/CartPole-v1")
+    n = jax.device_count()
+    report = {"devices": n, "num_envs": {}, "warned": {}}
+    counts = sorted({d for d in (1, 2, 4, 8, n) if d <= n})
+    for devices in counts:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = PPO(task, PPOConfig(devices=devices, total_steps=1))
+        report["num_envs"][devices] = trainer.config.num_envs
+        report["warned"][devices] = [str(w.message) for w in caught if "num_envs" in str(w.message)]
+    state = _train(trainer, iterations=1)
+    report["env_steps"] = np.asarray(state.env_steps).tolist()
+    report["obs_devices"] = _devices_spanned(state.obs)
+    report["finite"] = bool(all(np.all(np.isfinite(np.asarray(x)))
+                                for x in jax.tree_util.tree_leaves(state.params)))
+    return report
+
+
+def rollout_hlo_check() -> dict:
+    """Which collectives a sharded rollout's compiled loops hold: per chunk or per env step."""
+    import re
+
+    from eggroll_rl import envs
+    from eggroll_rl.agents.es import ESTrainer
+    from eggroll_rl.envs.rollout import rollout, steps_per_check
+
+    task = envs.make("gymnax/CartPole-v1")
+    trainer = ESTrainer(task, _es_config("eggroll", 0))
+    state = jax.jit(trainer.init)(jax.random.key(0))
+    strategy = trainer.strategy
+    population = strategy.ask(state.evo)
+    report = {"devices": jax.device_count(), "chunk": steps_per_check(task.max_episode_steps)}
+    for variant, stats in (("obs_stats", state.obs_stats), ("no_obs_stats", None)):
+        text = rollout.lower(
+            task, strategy, population, trainer.network.apply, jax.random.key(1),
+            deterministic=True, obs_stats=stats,
+        ).compile().as_text()
+        report[variant] = _loop_collectives(text)
+    return report
+
+
+def _loop_collectives(text: str) -> list[dict]:
+    """The while loops (those carrying a bool mask) of compiled HLO ``text``, outermost first,
+    with their known trip count and the collectives of their condition and of their body
+    (a nested loop's own collectives are listed under it, not under its parent)."""
+    import re
+
+    # Split the module into computations; follow while loops from the entry computation.
+    computations, name = {}, None
+    for line in text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header and not line.startswith(" "):
+            name = header.group(1)
+            computations[name] = []
+            if line.startswith("ENTRY"):
+                entry = name
+        elif name is not None:
+            computations[name].append(line)
+    collective = re.compile(r"= [^=]*\b(all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(")
+
+    def called(lines):
+        for line in lines:
+            for key in ("condition", "body", "to_apply", "calls", "branch_computations"):
+                for match in re.finditer(key + r"=\{?%?([\w.\-]+)", line):
+                    yield key, match.group(1), line
+
+    def collectives(comp, seen=()):
+        """Collectives in ``comp`` and what it calls, except inside nested while loops."""
+        found = [m.group(1) for line in computations[comp] for m in [collective.search(line)] if m]
+        for key, callee, line in called(computations[comp]):
+            if " while(" in line or callee in seen or callee not in computations:
+                continue
+            found += collectives(callee, seen + (comp,))
+        return found
+
+    def loops(comp, depth=0, seen=()):
+        out = []
+        for line in computations[comp]:
+            if " while(" not in line or "pred[" not in line:
+                continue
+            cond = re.search(r"condition=%?([\w.\-]+)", line).group(1)
+            body = re.search(r"body=%?([\w.\-]+)", line).group(1)
+            trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+            out.append({
+                "depth": depth,
+                "trip_count": int(trips.group(1)) if trips else None,
+                "condition_collectives": collectives(cond),
+                "body_collectives": collectives(body),
+            })
+            out += loops(body, depth + 1)
+        return out
+
+    return loops(entry)
 
 
 def process_check(process_id: int, port: int) -> dict:
@@ -186,6 +335,12 @@ def main(argv: list[str]) -> None:
         report = es_check()
     elif argv[0] == "ppo":
         report = ppo_check()
+    elif argv[0] == "int8":
+        report = int8_check()
+    elif argv[0] == "ppo-defaults":
+        report = ppo_defaults_check()
+    elif argv[0] == "rollout-hlo":
+        report = rollout_hlo_check()
     elif argv[0] == "process":
         report = process_check(int(argv[1]), int(argv[2]))
     else:

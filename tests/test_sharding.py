@@ -51,6 +51,9 @@ def checks():
     commands = {
         "es": (["es"], DEVICES),
         "ppo": (["ppo"], DEVICES),
+        "int8": (["int8"], DEVICES),
+        "ppo_defaults": (["ppo-defaults"], 8),
+        "rollout_hlo": (["rollout-hlo"], DEVICES),
         "process0": (["process", "0", port], 2),
         "process1": (["process", "1", port], 2),
     }
@@ -112,7 +115,46 @@ def test_population_not_divisible_by_devices_is_a_clear_error(checks):
     for name in ("strategy", "es_trainer"):
         assert "18 cannot be split evenly over 4 devices in groups of 2" in errors[name]
         assert "multiple of 8 (e.g. 16 or 24)" in errors[name]
-    assert "num_envs=6 cannot be split evenly over 4 devices" in errors["ppo"]
+    assert "minibatch size num_envs * num_steps / num_minibatches=6 cannot be split evenly " \
+        "over 4 devices" in errors["ppo_minibatch"]
+
+
+def test_ppo_defaults_build_and_train_on_one_to_eight_devices(checks):
+    report = checks("ppo_defaults")
+    assert report["devices"] == 8
+    # num_envs=4 is rounded up to the device count where it does not divide, with a warning.
+    assert report["num_envs"] == {"1": 4, "2": 4, "4": 4, "8": 8}
+    assert [bool(report["warned"][d]) for d in ("1", "2", "4", "8")] == [False, False, False, True]
+    assert "running 8 environments instead" in report["warned"]["8"][0]
+    assert report["env_steps"] == [8 * 128] * 2  # one update of 8 envs x 128 steps, per seed
+    assert report["obs_devices"] == [8] and report["finite"]
+
+
+def test_int8_on_four_devices_matches_one_device(checks):
+    report = checks("int8")
+    assert report["moved"] > 0  # training changed the int8 kernels, so equality means something
+    assert report["params_equal"]  # integer updates from the same returns: bit for bit
+    assert report["obs_stats_max_diff"] < 1e-4  # pooled float sums, partitioned differently
+    assert report["env_steps"][0] == report["env_steps"][1]
+    assert report["params_replicated"]
+    assert report["noise_devices"] == [DEVICES]
+    assert report["noise_rows_per_device"] == [16 // 2 // DEVICES]  # each device: its own pairs
+    assert "18 cannot be split evenly over 4 devices in groups of 2" in report["errors"]["population"]
+
+
+def test_sharded_rollout_reduces_across_devices_once_per_chunk_not_per_step(checks):
+    report = checks("rollout_hlo")
+    for variant in ("obs_stats", "no_obs_stats"):
+        outer, inner = report[variant]
+        # The outer loop's condition is the one cross-device reduction for stopping: any(alive).
+        assert outer["depth"] == 0 and outer["trip_count"] is None
+        assert outer["condition_collectives"] == ["all-reduce"]
+        assert outer["body_collectives"] == []
+        # Its body is the K-step loop, which needs no device-to-host or cross-device stop check.
+        assert inner["depth"] == 1 and inner["trip_count"] == report["chunk"]
+        assert inner["condition_collectives"] == []
+    # Without observation statistics an env step needs nothing from other devices.
+    assert report["no_obs_stats"][1]["body_collectives"] == []
 
 
 def test_ppo_on_four_devices_matches_one_device(checks):
