@@ -120,15 +120,14 @@ class MemberContext:
 def low_rank_term(x: jax.Array, a: jax.Array, b: jax.Array, scale: jax.Array) -> jax.Array:
     """``scale * (x @ b.T) @ a`` for one member: ``x (..., in)``, ``b (r, in)``, ``a (r, out)``.
 
-    ``x @ b.T`` is written as a product and a sum over the features rather than as a matmul.
-    Batched over the population both become a multiply fused with a row reduction, but the
-    fusions around them differ, and the rollout with this form was faster: paired rollout
-    ratio against the shared policy 0.914 against 0.893 at N = 512 and 0.890 against 0.863 at
-    N = 2048 (one-off script, CartPole, 3 x 256, 2026-12-01). The sum accumulates in float32
-    or wider.
+    Returns an array of shape ``(..., out)`` in ``x``'s dtype. Both products are contractions
+    (``einsum``) rather than a product and a sum over the features, so that batched over the
+    population XLA sees a batched dot that it may lower as it likes: a multiply and row
+    reduction fused with the broadcast of per-draw noise rows, instead of a per-member copy of
+    ``b`` materialised at every step. ``x @ b.T`` accumulates in float32 or wider.
     """
-    xb = (x[..., None, :] * b).sum(-1, dtype=compute_dtype(x.dtype)).astype(x.dtype)
-    return (xb * scale) @ a
+    xb = jnp.einsum("...i,ri->...r", x, b, preferred_element_type=compute_dtype(x.dtype))
+    return jnp.einsum("...r,ro->...o", xb.astype(x.dtype) * scale, a)
 
 
 def dense_kernel_leaves(apply_fn: Callable, params: Any, x: Any, args, kwargs) -> frozenset[int]:

@@ -51,9 +51,9 @@ def hold(normal: jax.Array, dtype: Any) -> jax.Array:
     A float dtype rounds to nearest; int8 keeps ``round(16 z)``, clipped to +-127 (a draw beyond
     7.97 sigma, about one number in 6 x 10^14), and ``widen`` reads it back over 16. Those
     values have variance 1 + 1/(12 * 16^2) and are 0 for 2.5% of draws; ES needs only a
-    symmetric noise whose exact values the update uses, which ``tell`` does. Why int8: every
-    member rereads its noise at every env step, and a quarter of float32's bytes is less
-    traffic than bfloat16's half (README, Benchmarks).
+    symmetric noise whose exact values the update uses, which ``tell`` does. Why int8: the
+    population (and a checkpoint or transfer of it) is a quarter of its float32 size, and the
+    values are those of the paper's integer training; the forward pass widens them once.
     """
     if jnp.dtype(dtype) == jnp.int8:
         steps = jnp.round(normal * INT8_STEPS_PER_UNIT)
@@ -128,20 +128,23 @@ def draw_noise(
 
 
 def standard_normal(key: jax.Array, size: int) -> jax.Array:
-    """``jax.random.normal(key, (size,))``, bit for bit, about four times as fast on CPU.
+    """``jax.random.normal(key, (size,))``, bit for bit: float32 of shape ``(size,)``.
 
     Drawing noise is most of ``ask``. With threefry keys (JAX's default, partitionable since
     JAX 0.5) each number is the XOR of the two words of the hash of its index, mapped to a
-    uniform and through the inverse error function. JAX lowers the hash on CPU as a rolled loop
-    of 5 iterations that XLA runs as dozens of passes over memory; ``threefry2x32`` writes the
-    20 rounds out, and with a single output XLA fuses hash and mapping into one pass. (An
-    earlier version took two numbers per hash, one per word; with two outputs XLA split the
-    rounds into a fusion each, which made it slower: 4.8 against 2.9 ms for the ~1M numbers of
-    an N = 512 ``ask`` of the 3 x 256 policy, and 10.8-11.5 ms for ``jax.random.normal``, in
-    one-off timings.) Other key types and non-partitionable threefry use ``jax.random.normal``.
+    uniform and through the inverse error function. On CPU, JAX lowers the hash as a rolled
+    loop of 5 iterations that XLA runs as separate passes over memory; ``threefry2x32`` writes
+    the 20 rounds out, and with a single output (the XOR, not one number per word) XLA fuses
+    hash and mapping into one pass. Other backends unroll the hash themselves, so they, other
+    key types and non-partitionable threefry use ``jax.random.normal`` (decided at trace time).
     """
     partitionable = jax.config.jax_threefry_partitionable
-    if str(jax.random.key_impl(key)) != "threefry2x32" or not partitionable or size >= 2**32:
+    if (
+        jax.default_backend() != "cpu"
+        or str(jax.random.key_impl(key)) != "threefry2x32"
+        or not partitionable
+        or size >= 2**32
+    ):
         return jax.random.normal(key, (size,), jnp.float32)
     index = jnp.arange(size, dtype=jnp.uint32)
     first, second = threefry2x32(jax.random.key_data(key), jnp.zeros_like(index), index)
@@ -161,11 +164,11 @@ def threefry2x32(
     key_words: jax.Array, x0: jax.Array, x1: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Threefry-2x32 with 20 rounds (Salmon et al., SC'11), the hash of JAX's default keys:
-    ``key_words`` uint32 ``(2,)``, counter words ``x0``, ``x1`` uint32 of one shape.
+    ``key_words`` uint32 ``(2,)``, counter words ``x0``, ``x1`` uint32 of one shape; returns the
+    two hashed words, of that shape.
 
-    Bit-identical to JAX's own (tested), which on CPU it lowers as a loop of 5 iterations that
-    XLA runs as dozens of separate passes over memory; unrolled, XLA fuses all 20 rounds into
-    one pass (hashing 1M counters: 2.9 ms against 4.2-4.4 ms in a one-off timing).
+    Bit-identical to JAX's own (tested). Written out round by round so that XLA:CPU can fuse
+    all 20 rounds into one pass, where JAX's rolled loop becomes several passes over memory.
     """
     k0, k1 = key_words[0], key_words[1]
     keys = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))

@@ -63,10 +63,27 @@ def keep_in_loop(noise: Any, xs: Any) -> tuple[Any, Any]:
 
     Otherwise XLA hoists each member's perturbed vectors (bias, LayerNorm) out of the loop and
     materialises them: N x width floats per leaf, re-read at every step. Kept in the loop, they
-    are rebuilt inside the fusions that use them, from half as many per-draw rows
-    (``experiments/noise_layout_ab.py`` measures the difference).
+    are rebuilt inside the fusions that use them, from half as many per-draw rows. Applied to
+    noise already widened to float32, whose conversion XLA still hoists (it precedes the tie).
     """
     return jax.lax.optimization_barrier((noise, xs))
+
+
+_BLOCK_ROWS = 1024
+
+
+def _rows(tree: Any) -> int:
+    return jax.tree_util.tree_leaves(tree)[0].shape[0]
+
+
+def _for_compute(held: jax.Array) -> jax.Array:
+    """Held noise as the float values it stands for (``noise.widen``), before any per-step use.
+
+    Done outside the per-member computation so that, in a rollout loop, XLA hoists the
+    conversion out of the loop (the population is loop-invariant) instead of widening and
+    rescaling int8 rows at every step.
+    """
+    return noise_lib.widen(held)
 
 
 class _EvolutionStrategy:
@@ -81,15 +98,14 @@ class _EvolutionStrategy:
       antithetic: members 2k and 2k+1 share a draw with signs +1 and -1.
       noise_reuse: generations that share one draw (1 = fresh noise every generation).
       nonfinite_fitness: "raise" (default) or "skip" (leave params unchanged that generation).
-      noise_dtype: the dtype the population's noise is held in (default int8). Every member
-        rereads its noise at every env step, so its size sets the memory traffic that EGGROLL
-        adds to inference. int8 holds each draw in steps of 1/16 (``noise.hold``), as the
-        paper's integer training holds its noise; bfloat16 rounds it to 8 significant bits;
-        float32 keeps it as drawn. Paired rollout ratios against the shared policy at N = 512
-        (README, Benchmarks): int8 0.919 against bfloat16 0.898 in one run, bfloat16 0.916
-        against float32 0.894 in an earlier one. The draws are rounded once, in ``ask``; the forward pass and
-        ``tell`` use the same rounded values, in float32 or wider, so the update is exact
-        for the perturbations evaluated.
+      noise_dtype: the dtype the population's noise is held in (default int8): a quarter of
+        float32's memory for the population, its checkpoints and transfers. int8 holds each
+        draw in steps of 1/16 (``noise.hold``), as the paper's integer training holds its
+        noise; bfloat16 rounds it to 8 significant bits; float32 keeps it as drawn. The draws
+        are rounded once, in ``ask``; ``population_apply`` widens them to float32 (outside the
+        per-member computation, so that a rollout loop converts them once, not at every step)
+        and the forward pass and ``tell`` use the same rounded values, in float32 or wider, so
+        the update is exact for the perturbations evaluated.
       cap_rank: give a matrix with a side smaller than ``rank`` (e.g. a 2-action head at rank
         4) rank ``min(rank, m, n)`` instead of raising.
       mesh: a ``jax.sharding.Mesh`` (e.g. ``distributed.make_population_mesh()``) to split the
@@ -284,6 +300,8 @@ class _EvolutionStrategy:
         ``xs`` (an array or pytree) has a leading axis of size ``population_size``. Meant to be
         called inside ``jit``/``lax.scan``, once per environment step: it generates no noise.
         With a mesh, ``xs`` and the outputs are sharded over it along the population axis.
+        On CPU, a population of more than ``_BLOCK_ROWS`` members is evaluated in blocks of
+        rows, one after another (``_row_blocks``); the results are the same.
         """
         self._check_population_axis(xs, "xs")
         self._check_noise_rows(population)
@@ -298,10 +316,8 @@ class _EvolutionStrategy:
         shared = layer.dense_kernel_leaves(apply_fn, population.mean, one_x, args, kwargs)
         shared = {i for i in shared if isinstance(noise[i], noise_lib.LowRankNoise)}
         self._warn_materialised(leaves, noise, shared)
+        noise = [jax.tree_util.tree_map(_for_compute, leaf_noise) for leaf_noise in noise]
         noise, xs = keep_in_loop(noise, xs)
-        noise = distributed.shard_rows(
-            jax.tree_util.tree_map(self._rows_per_member, noise), self.mesh
-        )
 
         def member(member_noise, sign, x):
             scale = sign * population.sigma
@@ -321,7 +337,41 @@ class _EvolutionStrategy:
                 kwargs,
             )
 
-        return distributed.shard_rows(jax.vmap(member)(noise, self._member_signs(), xs), self.mesh)
+        def rows(draw_rows, xs):
+            per_member = distributed.shard_rows(
+                jax.tree_util.tree_map(self._rows_per_member, draw_rows), self.mesh
+            )
+            signs = jnp.asarray(np.tile(self.signs, _rows(draw_rows)))
+            return jax.vmap(member)(per_member, signs, xs)
+
+        blocks = self._row_blocks()
+        if blocks == 1:
+            return distributed.shard_rows(rows(noise, xs), self.mesh)
+        split = lambda tree: jax.tree_util.tree_map(
+            lambda v: v.reshape((blocks, v.shape[0] // blocks) + v.shape[1:]), tree
+        )
+        out = jax.lax.map(lambda block: rows(*block), (split(noise), split(xs)))
+        return jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:]), out)
+
+    def _row_blocks(self) -> int:
+        """How many blocks of rows ``population_apply`` evaluates one after another (CPU only).
+
+        XLA:CPU hands a large batch's whole forward to one library fusion of bounded size; the
+        members' extra terms push a forward past that bound, the fusion splits and broadcasts
+        are materialised at the split at every step. Blocks of ``_BLOCK_ROWS`` members keep
+        each layer's ops in fusions of their own, as for a batch of that size. Sharded
+        populations and other backends evaluate all rows at once.
+        """
+        block = _BLOCK_ROWS
+        if (
+            jax.default_backend() != "cpu"
+            or distributed.mesh_size(self.mesh) > 1
+            or self.population_size <= block
+            or self.population_size % block
+            or block % len(self.signs)
+        ):
+            return 1
+        return self.population_size // block
 
     def _warn_materialised(self, leaves, noise, shared) -> None:
         for i, leaf_noise in enumerate(noise):
@@ -367,9 +417,10 @@ class _EvolutionStrategy:
         fitness = distributed.replicate(fitness, self.mesh)  # the only gather: N floats
         finite = jnp.all(jnp.isfinite(fitness))
         if check_in_graph:
-            # Called only when something is wrong: tell alone 4.8 -> 3.0 ms at N = 512 against
-            # an unconditional callback (one-off timing). Inside a jitted generation the
-            # callback's presence still costs 2-5% (README, Benchmarks); training uses "skip".
+            # The host callback sits in a branch taken only when something is wrong: an
+            # unconditional callback would synchronise with the host at every call. Its mere
+            # presence still constrains XLA's scheduling of a jitted generation, which is why
+            # training uses "skip".
             jax.lax.cond(
                 finite, lambda f: None, lambda f: jax.debug.callback(_raise_if_nonfinite, f), fitness
             )

@@ -5,6 +5,7 @@ ordinary way to each member's materialised params (``member_params``), and, for 
 layer, a float64 NumPy forward of kernels built by hand from the noise factors.
 """
 
+import re
 import warnings
 
 import flax.linen as nn
@@ -15,8 +16,6 @@ import numpy as np
 import pytest
 
 from eggroll_rl import Eggroll, EggrollDense, OpenES, strategies
-from eggroll_rl.xla import cpu_options as xla_options
-from eggroll_rl.experiments.noise_layout_ab import hoisted_vectors
 from eggroll_rl.noise import widen
 from eggroll_rl.networks import MLP, Policy
 
@@ -446,6 +445,14 @@ def test_multi_layer_dense_model_keeps_kernels_shared(random_params):
         assert (n, *kernel) not in shapes, kernel
 
 
+def _hoisted_vectors(hlo: str, population_size: int, width: int) -> int:
+    """How many per-member ``(N, width)`` float arrays the ENTRY computation's fusions make,
+    i.e. computed once before the loop and re-read at every step."""
+    entry = re.search(r"\nENTRY .*?\n}\n", hlo, re.S).group(0)
+    outputs = re.findall(r"= (.*?) fusion\(", entry)
+    return sum(shape.count(f"f32[{population_size},{width}]") for shape in outputs)
+
+
 def test_member_vectors_stay_inside_a_scan(monkeypatch):
     """``keep_in_loop`` stops XLA from hoisting each member's perturbed bias and LayerNorm
     params out of a rollout loop as ``(N, width)`` arrays (re-read every step); without it they
@@ -463,9 +470,61 @@ def test_member_vectors_stay_inside_a_scan(monkeypatch):
 
     def hoisted():
         fresh = lambda population, xs: loop(population, xs)  # a new trace each time
-        compiled = xla_options.jit(fresh).lower(population, xs).compile()
-        return hoisted_vectors(compiled, n, width)
+        compiled = jax.jit(fresh).lower(population, xs).compile()  # as a user's own jit
+        return _hoisted_vectors(compiled.as_text(), n, width)
 
     assert hoisted() == 0
     monkeypatch.setattr(strategies, "keep_in_loop", lambda noise, xs: (noise, xs))
     assert hoisted() > 0
+
+
+# ---- formulation under the default XLA pipeline ---------------------------------------------
+@pytest.mark.parametrize("antithetic", [True, False], ids=["antithetic", "nonantithetic"])
+def test_population_in_blocks_of_rows_matches_materialised_members(
+    monkeypatch, antithetic, assert_trees_close, materialised_apply, random_params, normal
+):
+    """On CPU a population larger than ``_BLOCK_ROWS`` is evaluated block by block (lax.map);
+    every member still gets its own noise row and sign, pytree outputs included."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("row blocks are a CPU formulation")
+    monkeypatch.setattr(strategies, "_BLOCK_ROWS", 4)
+    model = Policy(action_size=3, continuous=True, hidden=(8, 7))
+    params = random_params(model, jnp.zeros(5))
+    strategy = Eggroll(12, SIGMA, rank=2, antithetic=antithetic)
+    assert strategy._row_blocks() == 3
+    xs = normal((12, 5), seed=3)
+    jaxpr = jax.make_jaxpr(
+        lambda pop, xs: strategy.population_apply(pop, model.apply, xs)
+    )(strategy.ask(strategy.init(jax.random.key(7), params)), xs)
+    assert "scan" in str(jaxpr)  # the blocks are a loop, not 3 copies of the forward
+    _forward_check(strategy, model, params, xs, assert_trees_close, materialised_apply)
+
+
+def test_int8_noise_is_widened_once_outside_a_rollout_loop():
+    """The int8 rows are converted to float32 before the loop, not at every step: the scan's
+    body reads no int8 array (under the default compiler options)."""
+    n = 6
+    model = MLP(hidden=(12, 12), out_features=2)
+    params = model.init(jax.random.key(0), jnp.zeros(5))
+    strategy = Eggroll(n, 0.1)
+    population = strategy.ask(strategy.init(jax.random.key(1), params))
+    assert jnp.dtype(population.noise["params"]["EggrollDense_0"]["kernel"].a.dtype) == jnp.int8
+
+    def loop(population, xs):
+        step = lambda total, x: (total + strategy.population_apply(population, model.apply, x), None)
+        return jax.lax.scan(step, jnp.zeros((n, 2)), xs)[0]
+
+    text = jax.jit(loop).lower(population, jnp.ones((3, n, 5))).compile().as_text()
+    body = re.search(r"while\(.*?body=%?([\w.\-]+)", text).group(1)
+    computations = {
+        c.split(" ", 1)[0].lstrip("%"): c for c in re.split(r"\n(?=\S)", text)
+    }
+    called = [body]
+    seen = set()
+    while called:  # the body and every computation it calls (fusions)
+        name = called.pop()
+        if name in seen or name not in computations:
+            continue
+        seen.add(name)
+        called += re.findall(r"(?:calls|to_apply)=%?([\w.\-]+)", computations[name])
+    assert not any("s8[" in computations[name] for name in seen)
