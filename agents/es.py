@@ -9,7 +9,7 @@ strategy, so EGGROLL and OpenES differ only in their noise.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,32 +30,46 @@ FITNESS_SHAPINGS = ("centered_rank", "zscore")
 
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
-    """ES hyperparameters (the paper's search space); defaults solve gymnax CartPole-v1."""
+    """ES hyperparameters (the paper's search space) for EGGROLL and OpenES."""
 
-    algo: str = "eggroll"
+    algo: Literal["eggroll", "openes"] = "eggroll"
+    """Which ES: "eggroll" (low-rank noise) or "openes" (full-rank Gaussian noise)."""
     total_steps: int = 5_000_000
+    """Env-step budget per seed."""
     population_size: int = 256
+    """Members per generation; even (antithetic pairs)."""
     rank: int = 1
-    optimizer: str = "adam"
+    """Rank of each EGGROLL perturbation (OpenES ignores it)."""
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    """Optimizer of the mean."""
     lr: float = 0.03
+    """Learning rate of the optimizer."""
     lr_decay: float = 1.0
+    """Learning rate multiplied by this every generation, in (0, 1] (1: constant)."""
     weight_decay: float = 0.0
+    """Weight decay of "adamw" (ignored by the other optimizers)."""
     sigma: float = 0.05
+    """Noise scale of the perturbations."""
     sigma_decay: float = 1.0
-    fitness_shaping: str = "centered_rank"
-    """How returns become update weights: "centered_rank" (the paper's rank transform) or
-    "zscore"; see ``eggroll_rl.fitness_shaping``."""
+    """Sigma multiplied by this every generation, in (0, 1] (1: constant)."""
+    fitness_shaping: Literal["centered_rank", "zscore"] = "centered_rank"
+    """How returns become update weights: "centered_rank" (the paper's rank transform) or "zscore"."""
     episodes_per_member: int = 1
+    """Episodes each member plays per generation; its fitness is their mean return."""
     deterministic_policy: bool = True
+    """Act with the argmax / Gaussian mean instead of sampling, in training and evals."""
     noise_reuse: int = 1
-    noise_dtype: str = "int8"
-    """The dtype the population's noise is held in: "int8" (steps of 1/16, a quarter of the
-    memory traffic per env step), "bfloat16" (half) or "float32" (the draws unrounded); see
-    ``Eggroll``."""
+    """Generations that share one noise draw (1: fresh noise every generation)."""
+    noise_dtype: Literal["int8", "bfloat16", "float32"] = "int8"
+    """The dtype the population's noise is held in: "int8" (steps of 1/16, a quarter of float32's memory traffic per env step), "bfloat16" or "float32" (the draws unrounded)."""
     normalize_obs: bool = True
+    """Normalize observations with running statistics pooled over the population."""
     hidden: tuple[int, ...] = (256, 256, 256)
+    """Hidden layer widths of the policy MLP, e.g. --hidden 64 64."""
     layer_norm: bool = True
+    """LayerNorm after each hidden layer."""
     eval_episodes: int = 10
+    """Episodes of the mean policy per eval (between chunks)."""
     devices: int = 0
     """Devices to split the population over (0: all devices of all processes)."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,27 +30,37 @@ from eggroll_rl.int8_strategy import Int8Eggroll
 
 @dataclasses.dataclass(frozen=True)
 class Int8ESConfig:
-    """Integer EGGROLL hyperparameters; the defaults solve gymnax CartPole-v1.
+    """Integer EGGROLL hyperparameters (int8 weights and activations); the defaults solve
+    gymnax CartPole-v1."""
 
-    ``noise_shift`` sets sigma = 2^(8 - noise_shift) int8 weight units; ``alpha`` is the
-    fraction of each kernel that moves per generation, decaying by ``alpha_decay`` to
-    ``alpha_min``; ``input_bits`` are the fractional bits of the quantised observations.
-    """
-
-    algo: str = "eggroll"
+    algo: Literal["eggroll"] = "eggroll"
+    """Always "eggroll" (integer EGGROLL)."""
     total_steps: int = 1_000_000
+    """Env-step budget per seed."""
     population_size: int = 64
+    """Members per generation; even (antithetic pairs)."""
     rank: int = 1
+    """Rank of each int8 perturbation."""
     noise_shift: int = 6
+    """Sigma = 2^(8 - noise_shift) int8 weight units, in [0, 16]."""
     alpha: float = 0.1
+    """Fraction of each kernel that moves per generation, in (0, 1]."""
     alpha_decay: float = 0.995
+    """Alpha multiplied by this every generation, in (0, 1]."""
     alpha_min: float = 0.01
+    """Lower bound of the decayed alpha."""
     episodes_per_member: int = 1
+    """Episodes each member plays per generation."""
     normalize_obs: bool = True
+    """Normalize observations with running statistics."""
     hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the int8 MLP."""
     input_bits: int = 5
+    """Fractional bits of the quantised observations."""
     weight_init: int = 16
+    """Scale of the initial int8 weights."""
     eval_episodes: int = 10
+    """Episodes of the mean policy per eval."""
     devices: int = 0
     """Devices to split the population over (0: all devices of all processes)."""
 

@@ -33,10 +33,11 @@ from eggroll_rl.networks import MLP, Policy
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """PPO hyperparameters. The defaults (PureJaxRL's CartPole settings, plus reward
-    normalisation and no entropy bonus) solve both gymnax CartPole-v1 and Pendulum-v1; Brax
-    tasks want many more envs (see the presets)."""
+    normalisation and no entropy bonus) solve gymnax CartPole-v1 and Pendulum-v1; Brax tasks
+    want many more envs (see their presets)."""
 
     total_steps: int = 500_000
+    """Env-step budget per seed (also the learning-rate annealing horizon)."""
     num_envs: int = 4
     """Environments stepped in parallel. On D devices the trainer rounds it up to a multiple of
     D (with a warning when that changes it; ``PPO.config`` holds the value used), so the
@@ -44,20 +45,35 @@ class PPOConfig:
     num_minibatches`` must then split over the D devices too (it does for the defaults on 1, 2,
     4 and 8 devices)."""
     num_steps: int = 128
+    """Steps per environment per update (rollout length)."""
     update_epochs: int = 4
+    """Passes over each rollout batch per update."""
     num_minibatches: int = 4
+    """Minibatches per epoch; must divide num_envs * num_steps."""
     lr: float = 2.5e-4
+    """Adam learning rate."""
     anneal_lr: bool = True
+    """Decay the learning rate linearly to 0 over total_steps."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """GAE lambda."""
     clip_eps: float = 0.2
+    """PPO clipping range of the probability ratio."""
     ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
     vf_coef: float = 0.5
+    """Value loss coefficient."""
     max_grad_norm: float = 0.5
+    """Global gradient-norm clipping."""
     normalize_obs: bool = True
+    """Normalize observations with running statistics."""
     normalize_reward: bool = True
+    """Scale rewards by the running std of the discounted return."""
     hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the actor and of the critic."""
     layer_norm: bool = False
+    """LayerNorm after each hidden layer."""
     devices: int = 0
     """Devices to split the environments over, data-parallel (0: all devices of all processes)."""
 

@@ -171,11 +171,14 @@ def check_table(where: str, algo: str, table: dict) -> dict:
 
 
 def _coerce(value: Any, expected: Any, where: str) -> Any:
-    """``value`` as type ``expected`` (int, float, bool, str or tuple[int, ...]) or an error."""
+    """``value`` as type ``expected`` (int, float, bool, str, a Literal of choices or tuple[int, ...]) or an error."""
     origin = typing.get_origin(expected)
     if origin in (typing.Union, types.UnionType):  # Optional[X]: TOML has no null, so X
         (expected, *_) = [arg for arg in typing.get_args(expected) if arg is not type(None)]
         return _coerce(value, expected, where)
+    if origin is typing.Literal:
+        choices = typing.get_args(expected)
+        return value if value in choices else _wrong(value, f"one of {list(choices)}", where)
     if origin is tuple:
         (item, *_) = typing.get_args(expected)
         if isinstance(value, (list, tuple)):
