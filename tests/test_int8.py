@@ -14,6 +14,7 @@ from eggroll_rl import int8_numpy
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.int8 import Int8MLP, Int8Noise, materialised_kernel, save
 from eggroll_rl.int8_strategy import Int8Eggroll, accumulate, apply_step, sign_step
+from jaxpr_walk import sub_jaxprs
 
 POP, EPISODES = 6, 3
 
@@ -51,15 +52,6 @@ def _is_integer(aval) -> bool:
     return dtype is not None and (jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_)
 
 
-def _sub_jaxprs(eqn):
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jax.extend.core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, jax.extend.core.Jaxpr):
-                yield item
-
-
 def _non_integer_vars(jaxpr) -> list[str]:
     """Every var (inputs, outputs, literals, sub-jaxprs included) whose dtype is not int/bool."""
     bad = []
@@ -70,12 +62,12 @@ def _non_integer_vars(jaxpr) -> list[str]:
         for var in list(eqn.invars) + list(eqn.outvars):
             if not _is_integer(var.aval):
                 bad.append(f"{eqn.primitive}: {var.aval}")
-        for sub in _sub_jaxprs(eqn):
+        for sub in sub_jaxprs(eqn):
             bad.extend(_non_integer_vars(sub))
     return bad
 
 
-def test_integer_check_sees_floats_inside_sub_jaxprs():
+def test_integer_check_sees_floats_insidesub_jaxprs():
     """Negative control: a float op hidden in a nested jit is reported."""
     inner = jax.jit(lambda y: (y.astype(jnp.float32) * 2).astype(jnp.int32))
     closed = jax.make_jaxpr(lambda x: inner(x) + 1)(jnp.ones(3, jnp.int8))
@@ -112,7 +104,7 @@ def test_apply_has_floats_only_before_the_quantiser(nets):
             downstream += 1
             for var in list(eqn.invars) + list(eqn.outvars):
                 assert _is_integer(var.aval), f"{eqn.primitive} handles {var.aval}"
-            for sub in _sub_jaxprs(eqn):
+            for sub in sub_jaxprs(eqn):
                 assert not _non_integer_vars(sub), eqn.primitive
             tainted.update(eqn.outvars)
     assert downstream >= len(params) and jaxpr.outvars[0] in tainted

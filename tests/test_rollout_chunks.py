@@ -27,6 +27,7 @@ from eggroll_rl.envs.rollout import (
     steps_per_check,
 )
 from eggroll_rl.networks import Policy
+from jaxpr_walk import sub_jaxprs
 
 
 def _reference_run_episodes(
@@ -167,21 +168,12 @@ def test_steps_per_check_prefers_a_divisor_of_the_horizon():
 
 
 # ---- the compiled program: one stop check per chunk ------------------------------------------
-def _sub_jaxprs(eqn):
-    for value in eqn.params.values():
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if isinstance(item, jax.extend.core.ClosedJaxpr):
-                yield item.jaxpr
-            elif isinstance(item, jax.extend.core.Jaxpr):
-                yield item
-
-
 def _primitives(jaxpr) -> set[str]:
     """Every primitive in ``jaxpr``, nested ones included."""
     names = set()
     for eqn in jaxpr.eqns:
         names.add(eqn.primitive.name)
-        for sub in _sub_jaxprs(eqn):
+        for sub in sub_jaxprs(eqn):
             names |= _primitives(sub)
     return names
 
@@ -192,7 +184,7 @@ def _loops(jaxpr):
         if eqn.primitive.name in ("while", "scan"):
             yield eqn
         elif eqn.primitive.name in ("pjit", "jit", "closed_call"):
-            for sub in _sub_jaxprs(eqn):
+            for sub in sub_jaxprs(eqn):
                 yield from _loops(sub)
 
 
