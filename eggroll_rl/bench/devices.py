@@ -7,7 +7,7 @@ population sharded over a ``make_population_mesh(n)``: the paper's 3x256 MLP pop
 (``population_apply`` in a ``lax.scan``) and a whole CartPole population rollout. The report
 gives member steps per second per device count and the speedup over one device. Simulated CPU
 devices share the machine's cores, so on a CPU this measures partitioning overhead, not the
-speedup that real accelerators give.
+speedup that real accelerators give. Every program is compiled by a plain ``jax.jit``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
     from jax.sharding import NamedSharding, PartitionSpec
 
     from eggroll_rl import distributed, envs
-    from eggroll_rl.xla import cpu_options as xla_options
     from eggroll_rl.bench.suite import _scan_total
     from eggroll_rl.bench.timing import time_best
     from eggroll_rl.networks import MLP, Policy
@@ -69,7 +68,7 @@ def worker(devices: int, population_size: int, repeats: int, cases) -> dict:
         population = strategy.ask(strategy.init(key_es, params))
         xs = jax.random.normal(key_x, (steps, population_size, 4))
         xs = jax.device_put(xs, NamedSharding(mesh, PartitionSpec(None, distributed.AXIS)))
-        forward = xla_options.jit(
+        forward = jax.jit(
             lambda population, xs: _scan_total(
                 lambda x: strategy.population_apply(population, model.apply, x), xs
             )
@@ -116,7 +115,7 @@ def run(
         flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
         env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
         command = [
-            sys.executable, "-m", "eggroll_rl.bench_devices", "--worker", str(n),
+            sys.executable, "-m", "eggroll_rl.bench.devices", "--worker", str(n),
             "--population", str(population_size), "--repeats", str(repeats), *cases,
         ]
         done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -140,7 +139,7 @@ def run(
 def main(argv=None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m eggroll_rl.bench_devices")
+    parser = argparse.ArgumentParser(prog="python -m eggroll_rl.bench.devices")
     parser.add_argument("--worker", type=int, required=True)
     parser.add_argument("--population", type=int, required=True)
     parser.add_argument("--repeats", type=int, default=3)

@@ -3,16 +3,27 @@
 The speed claim of EGGROLL is a ratio: evaluating N perturbed policies should cost about as much
 as evaluating one policy on a batch of N inputs. Absolute times on a shared machine vary, so
 every case times its variants side by side, interleaved, in one process, and reports ratios.
-Two things are timed per variant: ``ask`` (the generation's noise; OpenES also builds every
-member's weights) and forward steps in a ``lax.scan`` over fresh inputs with the population
-already drawn, as in the paper's throughput figure. ``eggroll_vs_inference`` is the per-step
-throughput ratio; ``eggroll_vs_openes`` compares whole generations (one ask plus an episode of
-forward steps), and the per-step speedup is reported beside it. The rollout case times what a
-generation really runs: the same episode loop (env, action heads, masking) on a gymnax task,
-once with EGGROLL's population and once with one shared unperturbed policy for every slot;
-``rollout_eggroll_vs_inference`` is their time ratio. The rollout and training ratios also come
-paired (``*_paired``): the ratio within each round of interleaved calls, median over rounds,
-which a quiet moment caught by one variant only does not move (``bench_timing``).
+
+Every ratio comes in two figures (``bench.jits``): compiled by a plain ``jax.jit`` with XLA's
+default options (the headline, what a user's own jit gets; plain key names) and with the
+opt-in XLA:CPU options (``*_with_options``; on other backends there are none, so that figure
+is None and the case says why). Both sides of a ratio are always compiled the same way, and
+all programs of a case (both modes) are timed in the same interleaved rounds.
+
+Forward cases (``Case``) time forward steps in a ``lax.scan`` over fresh inputs with the
+population already drawn, as in the paper's throughput figure. The inference ceiling takes the
+mean params as a jit argument and is the faster of a batched apply and a vmapped per-example
+apply, chosen once over all rounds (``timing.faster_variant``); EGGROLL takes the population as
+an argument. ``eggroll_vs_inference`` is ceiling time / EGGROLL time per step (best of the
+rounds; 1.0 means as fast as inference), ``eggroll_vs_inference_paired`` the median of the
+per-round ratios (``timing.paired_ratio``). ``eggroll_vs_openes`` compares whole generations
+(one ``ask`` plus ``episode_steps`` forward steps) and the per-step speedup is beside it.
+
+The rollout case times what a generation really runs: the same episode loop (env, action
+heads, masking) on a gymnax task, once with EGGROLL's population and once with one shared
+policy for every slot; ``rollout_eggroll_vs_inference`` is their time ratio. The training case
+(``bench.training``) times whole generations. A case that fails to compile or run is recorded
+with its status (``failed`` or ``out_of_memory``) and error, never dropped.
 """
 
 from __future__ import annotations
@@ -22,15 +33,16 @@ import json
 import os
 import pathlib
 import platform
-from typing import Callable, Optional
+import sys
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from eggroll_rl.xla import cpu_options as xla_options
+from eggroll_rl.bench import jits
 from eggroll_rl.bench.timing import (
-    describe_paired, faster_variant, paired_ratio, time_best, time_rounds,
+    faster_variant, paired_ratio, time_rounds, warm_up,
 )
 from eggroll_rl.bench.training import TrainingCase, run_training_case
 from eggroll_rl.bench.training import describe as describe_training
@@ -38,21 +50,40 @@ from eggroll_rl.bench.training import shared_policy_rollout
 from eggroll_rl.layer import EggrollDense
 from eggroll_rl.networks import MLP, Policy
 from eggroll_rl.strategies import Eggroll, OpenES
+from eggroll_rl.xla import cpu_options
+
+DEFAULT_JSON = {"cpu": "experiments/results/bench_cpu.json", "gpu": "experiments/results/bench_gpu.json"}
+
+
+class PlainDenseMLP(nn.Module):
+    """The paper's policy trunk written with plain ``flax.linen.Dense``: a user's own model,
+    which ``population_apply`` perturbs through its Dense interceptor."""
+
+    hidden: Sequence[int] = (256, 256, 256)
+    out_features: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.LayerNorm()(nn.Dense(width)(x)))
+        return nn.Dense(self.out_features)(x)
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One benchmarked model: its network and input width, the population, and step counts.
 
-    ``steps`` are timed per repetition; ``episode_steps`` is the episode length that the
-    per-generation comparison (one ``ask`` + ``episode_steps`` forward steps) assumes.
+    ``steps`` forward steps (a ``lax.scan`` over that many fresh input batches) are timed per
+    call; ``episode_steps`` is the episode length that the per-generation comparison (one
+    ``ask`` + ``episode_steps`` forward steps) assumes. ``openes`` also times OpenES, which
+    builds every member's weights.
     """
 
     name: str
     model: nn.Module
     in_features: int
     population_size: int
-    steps: int
+    steps: int = 40
     episode_steps: int = 500
     openes: bool = True
 
@@ -79,7 +110,8 @@ class Int8Case:
 
     Both are the same widths without LayerNorm (the int8 net has none): the int8 side is the
     quantiser plus ``Int8Eggroll.population_forward`` (int8 x int8 -> int32 matmuls, shifts,
-    saturating ReLU), the float side ``Eggroll.population_apply`` of a float32 ReLU MLP.
+    saturating ReLU), the float side ``Eggroll.population_apply`` of a float32 ReLU MLP. The
+    int8 ceiling is the int8 mean policy's batched forward.
     """
 
     name: str
@@ -91,13 +123,17 @@ class Int8Case:
 
 
 def default_cases(scale: float = 1.0) -> list:
-    """The paper's RL policy (CartPole-sized input, 500-step episodes) and single wide layers,
-    then the paper's policy in a real CartPole rollout."""
+    """The default (CPU) suite: the paper's 3 x 256 LayerNorm+ReLU policy at N = 1024 and 4096,
+    one 1024-wide Dense at N = 512, the policy in plain ``nn.Dense`` at N = 1024, CartPole
+    rollouts at N = 512 and 2048, the int8 policy, and CartPole training at N = 512.
+    ``scale`` multiplies every population size (kept even, at least 2)."""
     n = lambda size: max(2, int(size * scale) // 2 * 2)
+    policy = MLP(hidden=(256, 256, 256), out_features=2)
     return [
-        Case("mlp_3x256", MLP(hidden=(256, 256, 256), out_features=2), 4, n(2048), 32),
-        Case("dense_1024", EggrollDense(1024), 1024, n(512), 8),
-        Case("dense_4096", EggrollDense(4096), 4096, n(128), 4, openes=False),
+        Case("mlp_3x256_n1024", policy, 4, n(1024)),
+        Case("mlp_3x256_n4096", policy, 4, n(4096), openes=False),
+        Case("dense_1024", EggrollDense(1024), 1024, n(512)),
+        Case("flax_dense_3x256_n1024", PlainDenseMLP(), 4, n(1024), openes=False),
         RolloutCase("rollout_cartpole_3x256_n512", "gymnax/CartPole-v1", (256, 256, 256), n(512), 64),
         RolloutCase("rollout_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(2048), 64),
         Int8Case("int8_mlp_3x256", (256, 256, 256), 4, 2, n(2048), 32),
@@ -112,78 +148,171 @@ def _scan_total(step: Callable, xs: jax.Array) -> jax.Array:
     return jax.lax.scan(body, jnp.zeros((), jnp.float32), xs)[0]
 
 
-def run_case(case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3) -> dict:
-    """Time ``ask`` and the scanned forward steps of each variant, interleaved, in one process."""
+def memory_limit_bytes() -> Optional[int]:
+    """The default device's memory limit (``memory_stats()["bytes_limit"]``), or None."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats
+        return None
+    return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+# Without a device memory limit (a CPU), OpenES members above this many bytes are not built.
+OPENES_BYTES_THRESHOLD = 4 * 2**30
+
+
+def openes_memory_check(population_size: int, params) -> Optional[str]:
+    """None if OpenES's ``population_size`` materialised members (float32) fit, else why not.
+
+    They must fit in half the device's ``bytes_limit`` (the rest for noise, inputs and
+    temporaries), or under ``OPENES_BYTES_THRESHOLD`` where no limit is reported.
+    """
+    member = sum(leaf.size for leaf in jax.tree_util.tree_leaves(params)) * 4
+    need = population_size * member
+    limit = memory_limit_bytes()
+    allowed = limit // 2 if limit else OPENES_BYTES_THRESHOLD
+    if need <= allowed:
+        return None
+    where = f"half of bytes_limit {limit / 2**30:.1f} GiB" if limit else (
+        f"the {OPENES_BYTES_THRESHOLD / 2**30:.0f} GiB threshold (no device memory limit known)"
+    )
+    return f"skipped: would need {need / 2**30:.1f} GiB of members, over {where}"
+
+
+def failure(name: str, error: BaseException) -> dict:
+    """The record of a case that did not finish: ``out_of_memory`` or ``failed``, and why."""
+    text = f"{type(error).__name__}: {error}"
+    oom = isinstance(error, MemoryError) or any(
+        marker in text for marker in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM")
+    )
+    return {"case": name, "status": "out_of_memory" if oom else "failed", "error": text[:2000]}
+
+
+def run_case(
+    case: Case, rank: int = 1, sigma: float = 0.05, repeats: int = 3, min_seconds: float = 0.0,
+    modes: Optional[Sequence[str]] = None,
+) -> dict:
+    """Time ``ask`` and the scanned forward steps of each variant in each mode, interleaved.
+
+    EGGROLL and the two inference layouts of every mode share the rounds (at least
+    ``repeats``, more until ``min_seconds``); OpenES and the ``ask`` calls run in ``repeats``
+    rounds of their own. ``ask`` is timed once, as ``strategy.ask`` runs: a jit of its own
+    (called at top level it compiles with the default options in either mode). Per mode
+    (default: plain keys; options: ``_with_options``): ``step_s`` (seconds per forward step
+    of the whole population), ``ask_s``,
+    ``generation_s``, ``member_steps_per_s``, ``eggroll_vs_inference`` (best-of),
+    ``eggroll_vs_inference_paired``, ``ceiling_variant`` and the OpenES ratios (None when
+    OpenES is off, with ``openes`` saying why).
+    """
+    modes = jits.available_modes(modes)
     key_params, key_es, key_x = jax.random.split(jax.random.key(0), 3)
     params = case.model.init(key_params, jnp.ones((case.in_features,)))
     xs = jax.random.normal(key_x, (case.steps, case.population_size, case.in_features))
     apply = case.model.apply
-
-    # The ceiling is the faster of the two plain ways to batch the mean policy (``faster_variant``):
-    # one call on the whole batch, or the per-example call vmapped (which XLA sometimes lowers to
-    # a faster dot).
-    batched = xla_options.jit(lambda params, xs: _scan_total(lambda x: apply(params, x), xs))
     per_example = jax.vmap(apply, in_axes=(None, 0))
-    vmapped = xla_options.jit(lambda params, xs: _scan_total(lambda x: per_example(params, x), xs))
-    fns = {
-        "inference_batched/steps": lambda: batched(params, xs),
-        "inference_vmapped/steps": lambda: vmapped(params, xs),
-    }
+    openes_skip = None if case.openes else "skipped: not part of this case"
+    if openes_skip is None:
+        openes_skip = openes_memory_check(case.population_size, params)
     strategies = {"eggroll": Eggroll(case.population_size, sigma, rank=rank)}
-    if case.openes:
+    if openes_skip is None:
         strategies["openes"] = OpenES(case.population_size, sigma)
-    for name, strategy in strategies.items():
-        state = strategy.init(key_es, params)
-        population = strategy.ask(state)
-        steps = xla_options.jit(
-            lambda population, xs, strategy=strategy: _scan_total(
-                lambda x: strategy.population_apply(population, apply, x), xs
-            )
-        )
-        fns[f"{name}/ask"] = lambda strategy=strategy, state=state: strategy.ask(state)
-        fns[f"{name}/steps"] = lambda steps=steps, population=population: steps(population, xs)
-    rounds = time_rounds(fns, repeats)
-    seconds = {name: float(v.min()) for name, v in rounds.items()}
+    states = {name: s.init(key_es, params) for name, s in strategies.items()}
+    populations = {name: strategies[name].ask(states[name]) for name in strategies}
 
-    per_step = {k.split("/")[0]: v / case.steps for k, v in seconds.items() if k.endswith("/steps")}
-    ceiling = faster_variant(rounds, ("inference_batched/steps", "inference_vmapped/steps"))
-    per_step["inference"] = seconds[ceiling] / case.steps
-    ask = {name: seconds[f"{name}/ask"] for name in strategies}
-    ask["inference"] = 0.0
-    generation = {k: ask[k] + case.episode_steps * per_step[k] for k in ask}
+    fast, slow = {}, {}
+    for mode in modes:
+        jit = jits.compiler(mode)
+        batched = jit(lambda params, xs: _scan_total(lambda x: apply(params, x), xs))
+        vmapped = jit(lambda params, xs: _scan_total(lambda x: per_example(params, x), xs))
+        fast[jits.key("inference_batched/steps", mode)] = lambda f=batched: f(params, xs)
+        fast[jits.key("inference_vmapped/steps", mode)] = lambda f=vmapped: f(params, xs)
+        for name, strategy in strategies.items():
+            steps = jit(lambda population, xs, strategy=strategy: _scan_total(
+                lambda x: strategy.population_apply(population, apply, x), xs
+            ))
+            group = fast if name == "eggroll" else slow
+            group[jits.key(f"{name}/steps", mode)] = (
+                lambda f=steps, p=populations[name]: f(p, xs)
+            )
+    for name, strategy in strategies.items():  # ``ask`` is a plain jit of its own
+        slow[f"{name}/ask"] = lambda strategy=strategy, s=states[name]: strategy.ask(s)
+    warm_up({**fast, **slow})
+    rounds = {
+        **time_rounds(fast, repeats, min_seconds, warm=False),
+        **time_rounds(slow, repeats, warm=False),
+    }
+
+    per_mode = {}
+    for mode in modes:
+        mine = {name: rounds[jits.key(name, mode)] for name in (
+            k for k in _variant_names(strategies) if jits.key(k, mode) in rounds
+        )}
+        seconds = {name: float(v.min()) for name, v in mine.items()}
+        per_step = {k.split("/")[0]: v / case.steps for k, v in seconds.items() if k.endswith("/steps")}
+        ceiling = faster_variant(mine, ("inference_batched/steps", "inference_vmapped/steps"))
+        per_step["inference"] = seconds[ceiling] / case.steps
+        ask = {name: float(rounds[f"{name}/ask"].min()) for name in strategies}
+        ask["inference"] = 0.0
+        generation = {k: ask[k] + case.episode_steps * per_step[k] for k in ask}
+        figures = {
+            "ask_s": ask,
+            "step_s": {k: per_step[k] for k in ask},
+            "inference_layouts_step_s": {
+                k.split("/")[0]: seconds[k] / case.steps
+                for k in ("inference_batched/steps", "inference_vmapped/steps")
+            },
+            "generation_s": generation,
+            "member_steps_per_s": {k: case.population_size / per_step[k] for k in ask},
+            "eggroll_vs_inference": per_step["inference"] / per_step["eggroll"],
+            "eggroll_vs_inference_paired": paired_ratio(mine, ceiling, "eggroll/steps"),
+            "ceiling_variant": ceiling.split("/")[0],
+            "eggroll_vs_openes_step": None,
+            "eggroll_vs_openes": None,
+        }
+        if "openes" in strategies:
+            figures["eggroll_vs_openes_step"] = per_step["openes"] / per_step["eggroll"]
+            figures["eggroll_vs_openes"] = generation["openes"] / generation["eggroll"]
+        per_mode[mode] = figures
     result = {
         "case": case.name,
+        "status": "ok",
+        "model": type(case.model).__name__,
+        "in_features": case.in_features,
         "population_size": case.population_size,
         "timed_steps": case.steps,
         "episode_steps": case.episode_steps,
         "rank": rank,
-        "ask_s": ask,
-        "step_s": per_step,
-        "generation_s": generation,
-        "member_steps_per_s": {k: case.population_size / per_step[k] for k in ask},
-        "eggroll_vs_inference": per_step["inference"] / per_step["eggroll"],
-        "ceiling_variant": ceiling.split("/")[0],
-        "eggroll_vs_openes_step": None,
-        "eggroll_vs_openes": None,
+        "openes": "timed" if openes_skip is None else openes_skip,
     }
-    if case.openes:
-        result["eggroll_vs_openes_step"] = per_step["openes"] / per_step["eggroll"]
-        result["eggroll_vs_openes"] = generation["openes"] / generation["eggroll"]
-    return result
+    return jits.merge(result, per_mode, modes, (
+        "eggroll_vs_inference", "eggroll_vs_inference_paired", "ceiling_variant",
+        "eggroll_vs_openes_step", "eggroll_vs_openes",
+    ))
+
+
+def _variant_names(strategies) -> list[str]:
+    return ["inference_batched/steps", "inference_vmapped/steps"] + [
+        f"{name}/steps" for name in strategies
+    ]
 
 
 def run_rollout_case(
     case: RolloutCase, rank: int = 1, sigma: float = 0.05, repeats: int = 3,
-    min_seconds: float = 0.0,
+    min_seconds: float = 0.0, modes: Optional[Sequence[str]] = None,
 ) -> dict:
-    """Time ``envs.rollout`` (EGGROLL) against the mean policy on as many slots.
+    """Time ``envs.rollout`` (EGGROLL) against the mean policy on as many slots, in each mode.
 
     Same loop, env, sampled action heads and slot count; the only difference is the policy
     call: ``population_apply`` for N perturbed members, or the shared mean policy (the faster
-    of one batched apply via ``envs.evaluate`` and a vmapped apply in the population's layout).
+    of one batched apply via ``envs.evaluate`` and a vmapped apply in the population's layout,
+    params passed in). Every program is wrapped in the mode's top-level jit, so the
+    ``envs`` jits inside it compile with that mode's options. Per mode: ``rollout_s``,
+    ``step_s``, ``env_steps_per_s``, ``rollout_eggroll_vs_inference`` (best-of),
+    ``rollout_eggroll_vs_inference_paired`` and ``ceiling_variant``.
     """
     from eggroll_rl import envs
 
+    modes = jits.available_modes(modes)
     task = envs.make(case.env_id)
     model = Policy(task.action_size, continuous=not task.discrete, hidden=case.hidden)
     key_params, key_es, key_run = jax.random.split(jax.random.key(0), 3)
@@ -192,45 +321,68 @@ def run_rollout_case(
     population = strategy.ask(strategy.init(key_es, params))
     slots = case.population_size * case.episodes_per_member
     loop = dict(max_steps=case.steps, stop_when_done=False, deterministic=False)
-    vmapped = shared_policy_rollout(
-        task, model, (case.population_size, case.episodes_per_member), **loop
-    )
-    fns = {
-        "rollout_eggroll": lambda: envs.rollout(
-            task, strategy, population, model.apply, key_run,
+    fns = {}
+    for mode in modes:
+        jit = jits.compiler(mode)
+        eggroll = jit(lambda population, key: envs.rollout(
+            task, strategy, population, model.apply, key,
             episodes_per_member=case.episodes_per_member, **loop,
-        ).returns,
-        "rollout_inference_batched": lambda: envs.evaluate(
-            task, model.apply, params, key_run, slots, **loop
-        ).returns,
-        "rollout_inference_vmapped": lambda: vmapped(params, key_run),
-    }
+        ).returns)
+        batched = jit(lambda params, key: envs.evaluate(
+            task, model.apply, params, key, slots, **loop
+        ).returns)
+        vmapped = shared_policy_rollout(
+            task, model, (case.population_size, case.episodes_per_member), jit=jit, **loop
+        )
+        fns[jits.key("rollout_eggroll", mode)] = lambda f=eggroll: f(population, key_run)
+        fns[jits.key("rollout_inference_batched", mode)] = lambda f=batched: f(params, key_run)
+        fns[jits.key("rollout_inference_vmapped", mode)] = lambda f=vmapped: f(params, key_run)
     rounds = time_rounds(fns, repeats, min_seconds)
-    seconds = {name: float(v.min()) for name, v in rounds.items()}
-    ceiling = faster_variant(rounds, ("rollout_inference_batched", "rollout_inference_vmapped"))
-    seconds["rollout_inference"] = seconds[ceiling]
-    return {
+    per_mode = {}
+    names = ("rollout_eggroll", "rollout_inference_batched", "rollout_inference_vmapped")
+    for mode in modes:
+        mine = {name: rounds[jits.key(name, mode)] for name in names}
+        seconds = {name: float(v.min()) for name, v in mine.items()}
+        ceiling = faster_variant(mine, ("rollout_inference_batched", "rollout_inference_vmapped"))
+        seconds["rollout_inference"] = seconds[ceiling]
+        per_mode[mode] = {
+            "rollout_s": seconds,
+            "step_s": {k: v / case.steps for k, v in seconds.items()},
+            "env_steps_per_s": {k: slots * case.steps / v for k, v in seconds.items()},
+            "rollout_eggroll_vs_inference": seconds["rollout_inference"] / seconds["rollout_eggroll"],
+            "rollout_eggroll_vs_inference_paired": paired_ratio(mine, ceiling, "rollout_eggroll"),
+            "ceiling_variant": ceiling,
+        }
+    result = {
         "case": case.name,
+        "status": "ok",
         "env_id": case.env_id,
         "hidden": list(case.hidden),
         "population_size": case.population_size,
         "episodes_per_member": case.episodes_per_member,
         "timed_steps": case.steps,
         "rank": rank,
-        "rollout_s": seconds,
-        "step_s": {k: v / case.steps for k, v in seconds.items()},
-        "env_steps_per_s": {k: slots * case.steps / v for k, v in seconds.items()},
-        "rollout_eggroll_vs_inference": seconds["rollout_inference"] / seconds["rollout_eggroll"],
-        "rollout_eggroll_vs_inference_paired": paired_ratio(rounds, ceiling, "rollout_eggroll"),
-        "ceiling_variant": ceiling,
     }
+    return jits.merge(result, per_mode, modes, (
+        "rollout_eggroll_vs_inference", "rollout_eggroll_vs_inference_paired", "ceiling_variant",
+    ))
 
 
-def run_int8_case(case: Int8Case, rank: int = 1, repeats: int = 3) -> dict:
-    """Time int8 and float32 EGGROLL population forwards (and int8 mean inference), interleaved."""
+def run_int8_case(
+    case: Int8Case, rank: int = 1, repeats: int = 3, min_seconds: float = 0.0,
+    modes: Optional[Sequence[str]] = None,
+) -> dict:
+    """Time int8 and float32 EGGROLL population forwards and int8 mean inference, interleaved.
+
+    In the options mode the int8 programs keep YNNPACK's integer dots (``integer_dots``), as
+    the int8 trainer does. Per mode: ``step_s``, ``member_steps_per_s``, ``int8_vs_float32``
+    (float32 EGGROLL time / int8 EGGROLL time, best-of), ``int8_eggroll_vs_int8_inference``
+    (best-of) and its ``_paired`` summary, against ``ceiling_variant``.
+    """
     from eggroll_rl.int8 import Int8MLP
     from eggroll_rl.int8_strategy import Int8Eggroll
 
+    modes = jits.available_modes(modes)
     key_params, key_es, key_x = jax.random.split(jax.random.key(0), 3)
     xs = jax.random.normal(key_x, (case.steps, case.population_size, case.in_features))
     model = Int8MLP(case.in_features, case.out_features, hidden=case.hidden)
@@ -245,37 +397,51 @@ def run_int8_case(case: Int8Case, rank: int = 1, repeats: int = 3) -> dict:
     def int8_step(params, noise, x):
         return int8.population_forward(params, noise, model.quantize(x[:, None]))
 
-    # int8 programs keep YNNPACK's int8 dots, as the int8 trainer does (xla_options).
-    int8_steps = xla_options.jit(lambda params, noise, xs: _scan_total(
-        lambda x: int8_step(params, noise, x).astype(jnp.float32), xs), integer_dots=True)
-    int8_mean = xla_options.jit(lambda params, xs: _scan_total(
-        lambda x: model.forward(params, model.quantize(x)).astype(jnp.float32), xs),
-        integer_dots=True)
-    float_steps = xla_options.jit(lambda population, xs: _scan_total(
-        lambda x: eggroll.population_apply(population, float_model.apply, x), xs))
-    seconds = time_best({
-        "int8_eggroll": lambda: int8_steps(params, noise, xs),
-        "int8_inference": lambda: int8_mean(params, xs),
-        "float32_eggroll": lambda: float_steps(population, xs),
-    }, repeats)
-    per_step = {k: v / case.steps for k, v in seconds.items()}
-    return {
+    fns = {}
+    for mode in modes:
+        int_jit, float_jit = jits.compiler(mode, integer_dots=True), jits.compiler(mode)
+        int8_steps = int_jit(lambda params, noise, xs: _scan_total(
+            lambda x: int8_step(params, noise, x).astype(jnp.float32), xs))
+        int8_mean = int_jit(lambda params, xs: _scan_total(
+            lambda x: model.forward(params, model.quantize(x)).astype(jnp.float32), xs))
+        float_steps = float_jit(lambda population, xs: _scan_total(
+            lambda x: eggroll.population_apply(population, float_model.apply, x), xs))
+        fns[jits.key("int8_eggroll", mode)] = lambda f=int8_steps: f(params, noise, xs)
+        fns[jits.key("int8_inference", mode)] = lambda f=int8_mean: f(params, xs)
+        fns[jits.key("float32_eggroll", mode)] = lambda f=float_steps: f(population, xs)
+    rounds = time_rounds(fns, repeats, min_seconds)
+    per_mode = {}
+    for mode in modes:
+        mine = {k: rounds[jits.key(k, mode)] for k in ("int8_eggroll", "int8_inference", "float32_eggroll")}
+        per_step = {k: float(v.min()) / case.steps for k, v in mine.items()}
+        per_mode[mode] = {
+            "step_s": per_step,
+            "member_steps_per_s": {k: case.population_size / v for k, v in per_step.items()},
+            "int8_vs_float32": per_step["float32_eggroll"] / per_step["int8_eggroll"],
+            "int8_vs_float32_paired": paired_ratio(mine, "float32_eggroll", "int8_eggroll"),
+            "int8_eggroll_vs_int8_inference": per_step["int8_inference"] / per_step["int8_eggroll"],
+            "int8_eggroll_vs_int8_inference_paired": paired_ratio(
+                mine, "int8_inference", "int8_eggroll"
+            ),
+            "ceiling_variant": "int8_inference (batched forward of the int8 mean policy)",
+        }
+    result = {
         "case": case.name,
+        "status": "ok",
         "hidden": list(case.hidden),
         "population_size": case.population_size,
         "timed_steps": case.steps,
         "rank": rank,
-        "step_s": per_step,
-        "member_steps_per_s": {k: case.population_size / v for k, v in per_step.items()},
-        "int8_vs_float32": per_step["float32_eggroll"] / per_step["int8_eggroll"],
-        "int8_eggroll_vs_int8_inference": per_step["int8_inference"] / per_step["int8_eggroll"],
     }
+    return jits.merge(result, per_mode, modes, (
+        "int8_vs_float32", "int8_vs_float32_paired", "int8_eggroll_vs_int8_inference",
+        "int8_eggroll_vs_int8_inference_paired", "ceiling_variant",
+    ))
 
 
 def host_cpu() -> dict:
-    """The CPU the ratios were measured on. They depend on it: the same code gave a rollout ratio
-    of 0.89 at N=512 on a host with 512 KB of L2 per core and 0.76-0.87 on one with 2 MB (and
-    faster plain inference). Model and the caches seen by core 0 are read on Linux only."""
+    """The CPU the ratios were measured on: they depend on its caches and cores. Model and the
+    caches seen by core 0 are read on Linux only."""
     cpu: dict = {"logical_cores": os.cpu_count(), "model_name": platform.processor() or None}
     try:
         lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
@@ -295,120 +461,243 @@ def host_cpu() -> dict:
     return cpu
 
 
-def run(
-    cases: Optional[list] = None, rank: int = 1, repeats: int = 3, log=print,
-    min_seconds: float = 0.0,
-) -> dict:
-    """Every case (default: all); the goal ratios (rollout, training) time for ``min_seconds``."""
-    report = {
+def environment(modes: Sequence[str]) -> dict:
+    """The JSON record of where and how the figures were measured."""
+    return {
         "device": str(jax.devices()[0].device_kind),
+        "devices": [str(d) for d in jax.devices()],
         "backend": jax.default_backend(),
         "jax": jax.__version__,
         "machine": platform.machine(),
         "cpu": host_cpu(),
-        # applied to every float variant alike; int8 programs get the integer_dots subset
-        "compiler_options": xla_options.compiler_options(),
-        "int8_compiler_options": xla_options.compiler_options(integer_dots=True),
-        "cases": [],
+        "default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "figures": jits.describe_modes(modes),
+        # the options of the ``_with_options`` figures ({} where that figure is not measured)
+        "compiler_options": cpu_options.compiler_options() if jits.WITH_OPTIONS in modes else {},
+        "int8_compiler_options": (
+            cpu_options.compiler_options(integer_dots=True) if jits.WITH_OPTIONS in modes else {}
+        ),
     }
-    for case in cases or default_cases():
-        if isinstance(case, TrainingCase):
-            result = run_training_case(case, rank=rank, repeats=repeats, min_seconds=min_seconds)
-            report["cases"].append(result)
-            report["training_eggroll_vs_inference"] = result["training_eggroll_vs_inference"]
-            report["training_eggroll_vs_inference_paired"] = (
-                result["training_eggroll_vs_inference_paired"]["median"]
-            )
-            report["openes_vs_evosax"] = result["openes_vs_evosax"]
-            log(describe_training(result))
+
+
+# (case kind, ratio key) of every headline; the table prints one row each
+HEADLINES = {
+    "forward": ("eggroll_vs_inference", "eggroll_vs_openes_step"),
+    "rollout": ("rollout_eggroll_vs_inference",),
+    "training": ("training_eggroll_vs_inference",),
+    "int8": ("int8_eggroll_vs_int8_inference", "int8_vs_float32"),
+}
+
+
+def headline_rows(report: dict) -> list[dict]:
+    """One row per (case, ratio): both figures, best-of and paired median, and the ceilings.
+
+    A case that did not finish gives one row with its status."""
+    rows = []
+    for result in report["cases"]:
+        if result.get("status") != "ok":
+            rows.append({"case": result["case"], "status": result.get("status")})
             continue
-        if isinstance(case, Int8Case):
-            result = run_int8_case(case, rank=rank, repeats=repeats)
-            report["cases"].append(result)
-            rates = result["member_steps_per_s"]
-            log(
-                f"{case.name}  N={case.population_size} population forward: int8/float32 "
-                f"speed {result['int8_vs_float32']:.3f}   ({rates['int8_eggroll']:.3g} vs "
-                f"{rates['float32_eggroll']:.3g} member steps/s; int8 mean inference "
-                f"{rates['int8_inference']:.3g})"
-            )
+        for ratio in next((keys for keys in HEADLINES.values() if keys[0] in result), ()):
+            row = {"case": result["case"], "status": "ok", "ratio": ratio,
+                   "population_size": result.get("population_size")}
+            for mode in jits.MODES:
+                sfx = jits.suffix(mode)
+                paired = result.get(f"{ratio}_paired{sfx}")
+                row[f"best_of{sfx}"] = result.get(f"{ratio}{sfx}")
+                row[f"paired_median{sfx}"] = paired["median"] if paired else None
+                ceiling = result.get(f"ceiling_variant{sfx}")
+                if ratio == "int8_vs_float32":
+                    ceiling = "float32_eggroll"
+                elif "openes" in ratio:
+                    ceiling = "openes (not a ceiling: the ratio is its time / EGGROLL's)"
+                row[f"ceiling_variant{sfx}"] = ceiling
+            if row["best_of"] is not None or row["best_of_with_options"] is not None:
+                rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The text table: one line per ratio, the default-jit and with-options columns."""
+    fmt = lambda v: "   -  " if v is None else f"{v:6.3f}"
+    lines = [
+        f"{'case':<30} {'N':>6}  {'ratio':<31} {'plain jit: paired  best':>24}   "
+        f"{'with options: paired  best':>27}   ceiling",
+    ]
+    for row in rows:
+        if row["status"] != "ok":
+            lines.append(f"{row['case']:<30} {'':>6}  {row['status']}")
             continue
-        if isinstance(case, RolloutCase):
-            result = run_rollout_case(case, rank=rank, repeats=repeats, min_seconds=min_seconds)
-            report["cases"].append(result)
-            # The goal holds for every N >= 512, so the headline is the worst population size.
-            by_size = report.setdefault("rollout_eggroll_vs_inference_by_population", {})
-            by_size[str(case.population_size)] = result["rollout_eggroll_vs_inference"]
-            report["rollout_eggroll_vs_inference"] = min(by_size.values())
-            paired = result["rollout_eggroll_vs_inference_paired"]
-            paired_by_size = report.setdefault(
-                "rollout_eggroll_vs_inference_paired_by_population", {}
-            )
-            paired_by_size[str(case.population_size)] = paired["median"]
-            report["rollout_eggroll_vs_inference_paired"] = min(paired_by_size.values())
-            log(
-                f"{case.name}  N={case.population_size} k={case.episodes_per_member} "
-                f"{case.steps} steps of {case.env_id}: rollout eggroll/inference "
-                f"{result['rollout_eggroll_vs_inference']:.3f}   "
-                f"({result['env_steps_per_s']['rollout_eggroll']:.3g} vs "
-                f"{result['env_steps_per_s']['rollout_inference']:.3g} env steps/s); "
-                + describe_paired(paired)
-            )
-            continue
-        result = run_case(case, rank=rank, repeats=repeats)
-        report["cases"].append(result)
-        openes = result["eggroll_vs_openes"]
-        log(
-            f"{case.name:>11}  N={case.population_size:<5} "
-            f"eggroll/inference per step {result['eggroll_vs_inference']:.3f}   "
-            + (
-                f"eggroll vs openes: {result['eggroll_vs_openes_step']:.1f}x per step, "
-                f"{openes:.1f}x per {case.episode_steps}-step generation"
-                if openes is not None
-                else "openes: skipped (its members would not fit in memory)"
-            )
+        lines.append(
+            f"{row['case']:<30} {row['population_size'] or '':>6}  {row['ratio']:<31} "
+            f"{'':>10}{fmt(row['paired_median'])}  {fmt(row['best_of'])}   "
+            f"{'':>13}{fmt(row['paired_median_with_options'])}  {fmt(row['best_of_with_options'])}   "
+            f"{row['ceiling_variant']}"
         )
+    return "\n".join(lines)
+
+
+def describe(result: dict) -> str:
+    """One line per ratio of a finished case: both figures (paired median, best-of), ceiling."""
+    lines = []
+    for row in headline_rows({"cases": [result]}):
+        figures = []
+        for mode in jits.MODES:
+            sfx = jits.suffix(mode)
+            if row[f"best_of{sfx}"] is None:
+                continue
+            paired = row[f"paired_median{sfx}"]
+            figures.append(
+                f"{'plain jit' if mode == jits.DEFAULT else 'with options'} "
+                + (f"paired {paired:.3f}, " if paired is not None else "")
+                + f"best-of {row[f'best_of{sfx}']:.3f}"
+            )
+        lines.append(
+            f"{result['case']}  N={result.get('population_size')}  {row['ratio']}: "
+            + "; ".join(figures) + f"  (vs {row['ceiling_variant']})"
+        )
+    return "\n".join(lines)
+
+
+def _summarise(report: dict, case, result: dict) -> None:
+    """Suite-level keys of the goal ratios (both figures), from one finished case."""
+    for mode in jits.MODES:
+        sfx = jits.suffix(mode)
+        if isinstance(case, TrainingCase):
+            report[f"training_eggroll_vs_inference{sfx}"] = result[f"training_eggroll_vs_inference{sfx}"]
+            paired = result[f"training_eggroll_vs_inference_paired{sfx}"]
+            report[f"training_eggroll_vs_inference_paired{sfx}"] = paired and paired["median"]
+        elif isinstance(case, RolloutCase):
+            # The goal holds for every N, so the headline is the worst population size.
+            for name, value in (
+                ("rollout_eggroll_vs_inference", result[f"rollout_eggroll_vs_inference{sfx}"]),
+                ("rollout_eggroll_vs_inference_paired",
+                 (result[f"rollout_eggroll_vs_inference_paired{sfx}"] or {}).get("median")),
+            ):
+                by_size = report.setdefault(f"{name}_by_population{sfx}", {})
+                by_size[str(case.population_size)] = value
+                known = [v for v in by_size.values() if v is not None]
+                report[f"{name}{sfx}"] = min(known) if known else None
+    if isinstance(case, TrainingCase):
+        report["openes_vs_evosax"] = result["openes_vs_evosax"]
+
+
+def run(
+    cases: Optional[list] = None, rank: int = 1, repeats: int = 3, log=print,
+    min_seconds: float = 0.0, modes: Optional[Sequence[str]] = None,
+) -> dict:
+    """Every case (default: ``default_cases()``), each in every available mode.
+
+    Returns the JSON record: the machine and how each figure was compiled, ``cases`` (one
+    result per case, in order, including those that failed), ``headline`` (``headline_rows``)
+    and the suite's goal ratios (worst rollout population size, training) in both figures.
+    """
+    modes = jits.available_modes(modes)
+    report = {**environment(modes), "modes": list(modes), "cases": []}
+    for case in cases or default_cases():
+        try:
+            if isinstance(case, TrainingCase):
+                result = run_training_case(
+                    case, rank=rank, repeats=repeats, min_seconds=min_seconds, modes=modes
+                )
+            elif isinstance(case, Int8Case):
+                result = run_int8_case(
+                    case, rank=rank, repeats=repeats, min_seconds=min_seconds, modes=modes
+                )
+            elif isinstance(case, RolloutCase):
+                result = run_rollout_case(
+                    case, rank=rank, repeats=repeats, min_seconds=min_seconds, modes=modes
+                )
+            else:
+                result = run_case(
+                    case, rank=rank, repeats=repeats, min_seconds=min_seconds, modes=modes
+                )
+            line = describe_training(result) if isinstance(case, TrainingCase) else describe(result)
+        except Exception as error:  # noqa: BLE001 - recorded, not dropped
+            result = failure(case.name, error)
+            line = f"{case.name}: {result['status']}: {result['error'][:300]}"
+        report["cases"].append(result)
+        if result["status"] == "ok":
+            _summarise(report, case, result)
+        log(line)
+    report["headline"] = headline_rows(report)
+    log(format_table(report["headline"]))
     return report
+
+
+def write_json(report: dict, path: str) -> pathlib.Path:
+    """Write ``report`` to ``path`` (folders made as needed) and return the path."""
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return out
 
 
 def main(argv=None) -> None:
     import argparse
+    import contextlib
 
-    parser = argparse.ArgumentParser(prog="eggroll-rl bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="eggroll-rl bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: the default ratio cases; gpu: the accelerator suite "
+                        "(bench.gpu: wide layers, N up to 65536, agreement check, time guard)")
     parser.add_argument("--rank", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--min-seconds", type=float, default=20.0,
-        help="keep timing the rollout and training ratios for at least this long (each case)",
+        help="cpu suite: keep timing EGGROLL against its ceiling for at least this long "
+        "(seconds per case, both modes in the same rounds)",
     )
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply population sizes")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply population sizes "
+                        "(gpu suite: also the layer widths)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="gpu suite: the smallest sizes (a smoke test that runs on a CPU)")
+    parser.add_argument("--max-minutes", type=float, default=8.0,
+                        help="gpu suite: total time budget, compiles included")
     parser.add_argument("--case", action="append", help="only these cases (repeatable)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--json", nargs="?", const="", default=None, metavar="PATH",
+        help="write the JSON record (to PATH, --out, or experiments/results/bench_<suite>.json) "
+        "and print it as one line at the end",
+    )
+    parser.add_argument("--out", default=None, help="where --json writes")
     parser.add_argument(
         "--devices", type=int, default=None,
         help="scaling instead: EGGROLL with the population split over 1, 2, 4 .. N devices "
         "(each count in a subprocess; on a CPU the devices are simulated)",
     )
     args = parser.parse_args(argv)
-    import contextlib
-    import sys
-
-    if args.devices is not None:
-        from eggroll_rl.bench import devices as bench_devices
-
-        log = (lambda *_: None) if args.json else print
-        report = bench_devices.run(args.devices, args.scale, args.repeats, args.case, log=log)
-        if args.json:
-            print(json.dumps(report))
-        return
-    cases = [c for c in default_cases(args.scale) if not args.case or c.name in args.case]
-
+    log = (lambda *_: None) if args.json is not None else print
     # Some suites print on import (Brax: "Failed to import warp"); keep --json output parseable.
-    quiet = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    quiet = (contextlib.redirect_stdout(sys.stderr) if args.json is not None
+             else contextlib.nullcontext())
     with quiet:
-        report = run(
-            cases, rank=args.rank, repeats=args.repeats,
-            log=(lambda *_: None) if args.json else print, min_seconds=args.min_seconds,
-        )
-    if args.json:
+        if args.devices is not None:
+            from eggroll_rl.bench import devices as bench_devices
+
+            report = bench_devices.run(args.devices, args.scale, args.repeats, args.case, log=log)
+            default_path = "experiments/results/bench_devices_cpu.json"
+        elif args.suite == "gpu":
+            from eggroll_rl.bench import gpu
+
+            report = gpu.run(
+                scale=0.001 if args.tiny else args.scale, max_minutes=args.max_minutes,
+                repeats=args.repeats, cases=args.case, rank=args.rank, log=log,
+            )
+            default_path = DEFAULT_JSON["gpu"]
+        else:
+            known = [c.name for c in default_cases()]
+            unknown = sorted(set(args.case or ()) - set(known))
+            if unknown:
+                parser.error(f"unknown --case {unknown}; cpu suite cases: {known}")
+            cases = [c for c in default_cases(args.scale) if not args.case or c.name in args.case]
+            report = run(
+                cases, rank=args.rank, repeats=args.repeats, log=log,
+                min_seconds=args.min_seconds,
+            )
+            default_path = DEFAULT_JSON["cpu"]
+    if args.json is not None:
+        path = write_json(report, args.json or args.out or default_path)
+        print(f"wrote {path}", file=sys.stderr)
         print(json.dumps(report))

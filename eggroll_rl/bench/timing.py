@@ -6,25 +6,51 @@ within each round) estimates how two variants compare under whatever load the ho
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
 
+def warm_up(fns: dict[str, Callable], parallel: Optional[bool] = None) -> None:
+    """Call every function once (compile and first run), untimed.
+
+    ``parallel`` (default: on the CPU backend) makes the calls from a pool of threads, one per
+    core: XLA compiles without holding the GIL, so the programs of a case compile side by
+    side. Off the CPU the calls are sequential, so that no two large programs hold device
+    memory at once.
+    """
+    if parallel is None:
+        parallel = jax.default_backend() == "cpu"
+    workers = min(len(fns), os.cpu_count() or 1)
+    if not parallel or workers < 2:
+        for fn in fns.values():
+            jax.block_until_ready(fn())
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for done in [pool.submit(lambda fn=fn: jax.block_until_ready(fn())) for fn in fns.values()]:
+            done.result()
+
+
 def time_rounds(
-    fns: dict[str, Callable], repeats: int, min_seconds: float = 0.0
+    fns: dict[str, Callable], repeats: int, min_seconds: float = 0.0, warm: bool = True
 ) -> dict[str, np.ndarray]:
     """Seconds of every call, per function, over interleaved rounds (one call of each per
     round), so that load hits all alike.
 
-    At least ``repeats`` rounds, and more until ``min_seconds`` have passed. Single runs on a
-    shared 2-core machine vary by +-15%: the ratio of two rollouts timed best-of-5 ranged
-    0.80-0.92 between identical processes, best-of-40 0.87-0.90 (README, Benchmarks).
+    Every function is called once first (``warm_up``, not timed; ``warm=False`` when the
+    caller has done it). Then at least
+    ``repeats`` rounds, and more until ``min_seconds`` have passed: on a shared machine single
+    calls vary, and more rounds narrow the paired ratio's quartiles.
+
+    Returns:
+      ``{name: seconds}``, one array per function with one entry per round.
     """
-    for fn in fns.values():
-        jax.block_until_ready(fn())
+    if warm:
+        warm_up(fns)
     seconds = {name: [] for name in fns}
     rounds, began = 0, time.perf_counter()
     while rounds < repeats or time.perf_counter() - began < min_seconds:
@@ -45,11 +71,9 @@ def faster_variant(rounds: dict[str, np.ndarray], names: tuple[str, ...]) -> str
     """The variant among ``names`` with the lowest median time over the rounds.
 
     A ceiling with two layouts (batched or vmapped) is the faster *program*, so it is chosen
-    once, on all of its calls, and then timed like the subject: one call per round. Taking
-    the faster of the two calls in each round (as the bench did before 2026-12-01 11:00) gave
-    the ceiling two draws of the host's noise against the subject's one. With two identical
-    copies of one program as the "two layouts", that alone lowered a paired training ratio
-    from 0.891 and 0.882 (each copy alone) to 0.872 (README, Benchmarks).
+    once, on all of its calls, and then timed like the subject: one call per round. Taking the
+    faster of the two calls in each round instead would give the ceiling two draws of the
+    host's noise against the subject's one, and so bias the ratio down.
     """
     return min(names, key=lambda name: float(np.median(rounds[name])))
 
@@ -58,9 +82,13 @@ def paired_ratio(rounds: dict[str, np.ndarray], ceiling: str, subject: str) -> d
     """Time ratio ceiling/subject within each round, summarised by its median and quartiles.
 
     The best-of ratio compares two minima that may come from different moments; when the host
-    is quiet for a call or two, whichever variant ran then gets the better best, and single
-    runs of the ratio moved by +-0.06. Ratios of calls made seconds apart share the load of
-    their moment, and their median ignores the rounds where only one call was disturbed.
+    is quiet for a call or two, whichever variant ran then gets the better best. Ratios of
+    calls made within one round share the load of their moment, and their median ignores the
+    rounds where only one call was disturbed.
+
+    Returns:
+      ``{"median", "quartiles": [q25, q75], "rounds"}`` of the per-round ratios; above 1 means
+      the subject was faster than the ceiling.
     """
     per_round = rounds[ceiling] / rounds[subject]
     q25, median, q75 = np.percentile(per_round, [25, 50, 75])
