@@ -69,13 +69,6 @@ def keep_in_loop(noise: Any, xs: Any) -> tuple[Any, Any]:
     return jax.lax.optimization_barrier((noise, xs))
 
 
-_BLOCK_ROWS = 1024
-
-
-def _rows(tree: Any) -> int:
-    return jax.tree_util.tree_leaves(tree)[0].shape[0]
-
-
 def _for_compute(held: jax.Array) -> jax.Array:
     """Held noise as the float values it stands for (``noise.widen``), before any per-step use.
 
@@ -300,8 +293,6 @@ class _EvolutionStrategy:
         ``xs`` (an array or pytree) has a leading axis of size ``population_size``. Meant to be
         called inside ``jit``/``lax.scan``, once per environment step: it generates no noise.
         With a mesh, ``xs`` and the outputs are sharded over it along the population axis.
-        On CPU, a population of more than ``_BLOCK_ROWS`` members is evaluated in blocks of
-        rows, one after another (``_row_blocks``); the results are the same.
         """
         self._check_population_axis(xs, "xs")
         self._check_noise_rows(population)
@@ -337,41 +328,11 @@ class _EvolutionStrategy:
                 kwargs,
             )
 
-        def rows(draw_rows, xs):
-            per_member = distributed.shard_rows(
-                jax.tree_util.tree_map(self._rows_per_member, draw_rows), self.mesh
-            )
-            signs = jnp.asarray(np.tile(self.signs, _rows(draw_rows)))
-            return jax.vmap(member)(per_member, signs, xs)
-
-        blocks = self._row_blocks()
-        if blocks == 1:
-            return distributed.shard_rows(rows(noise, xs), self.mesh)
-        split = lambda tree: jax.tree_util.tree_map(
-            lambda v: v.reshape((blocks, v.shape[0] // blocks) + v.shape[1:]), tree
+        per_member = distributed.shard_rows(
+            jax.tree_util.tree_map(self._rows_per_member, noise), self.mesh
         )
-        out = jax.lax.map(lambda block: rows(*block), (split(noise), split(xs)))
-        return jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:]), out)
-
-    def _row_blocks(self) -> int:
-        """How many blocks of rows ``population_apply`` evaluates one after another (CPU only).
-
-        XLA:CPU hands a large batch's whole forward to one library fusion of bounded size; the
-        members' extra terms push a forward past that bound, the fusion splits and broadcasts
-        are materialised at the split at every step. Blocks of ``_BLOCK_ROWS`` members keep
-        each layer's ops in fusions of their own, as for a batch of that size. Sharded
-        populations and other backends evaluate all rows at once.
-        """
-        block = _BLOCK_ROWS
-        if (
-            jax.default_backend() != "cpu"
-            or distributed.mesh_size(self.mesh) > 1
-            or self.population_size <= block
-            or self.population_size % block
-            or block % len(self.signs)
-        ):
-            return 1
-        return self.population_size // block
+        out = jax.vmap(member)(per_member, self._member_signs(), xs)
+        return distributed.shard_rows(out, self.mesh)
 
     def _warn_materialised(self, leaves, noise, shared) -> None:
         for i, leaf_noise in enumerate(noise):

@@ -479,27 +479,6 @@ def test_member_vectors_stay_inside_a_scan(monkeypatch):
 
 
 # ---- formulation under the default XLA pipeline ---------------------------------------------
-@pytest.mark.parametrize("antithetic", [True, False], ids=["antithetic", "nonantithetic"])
-def test_population_in_blocks_of_rows_matches_materialised_members(
-    monkeypatch, antithetic, assert_trees_close, materialised_apply, random_params, normal
-):
-    """On CPU a population larger than ``_BLOCK_ROWS`` is evaluated block by block (lax.map);
-    every member still gets its own noise row and sign, pytree outputs included."""
-    if jax.default_backend() != "cpu":
-        pytest.skip("row blocks are a CPU formulation")
-    monkeypatch.setattr(strategies, "_BLOCK_ROWS", 4)
-    model = Policy(action_size=3, continuous=True, hidden=(8, 7))
-    params = random_params(model, jnp.zeros(5))
-    strategy = Eggroll(12, SIGMA, rank=2, antithetic=antithetic)
-    assert strategy._row_blocks() == 3
-    xs = normal((12, 5), seed=3)
-    jaxpr = jax.make_jaxpr(
-        lambda pop, xs: strategy.population_apply(pop, model.apply, xs)
-    )(strategy.ask(strategy.init(jax.random.key(7), params)), xs)
-    assert "scan" in str(jaxpr)  # the blocks are a loop, not 3 copies of the forward
-    _forward_check(strategy, model, params, xs, assert_trees_close, materialised_apply)
-
-
 def test_int8_noise_is_widened_once_outside_a_rollout_loop():
     """The int8 rows are converted to float32 before the loop, not at every step: the scan's
     body reads no int8 array (under the default compiler options)."""
