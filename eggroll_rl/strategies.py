@@ -69,16 +69,6 @@ def keep_in_loop(noise: Any, xs: Any) -> tuple[Any, Any]:
     return jax.lax.optimization_barrier((noise, xs))
 
 
-def _for_compute(held: jax.Array) -> jax.Array:
-    """Held noise as the float values it stands for (``noise.widen``), before any per-step use.
-
-    Done outside the per-member computation so that, in a rollout loop, XLA hoists the
-    conversion out of the loop (the population is loop-invariant) instead of widening and
-    rescaling int8 rows at every step.
-    """
-    return noise_lib.widen(held)
-
-
 class _EvolutionStrategy:
     """Shared machinery; subclasses say which leaves get low-rank noise.
 
@@ -307,7 +297,9 @@ class _EvolutionStrategy:
         shared = layer.dense_kernel_leaves(apply_fn, population.mean, one_x, args, kwargs)
         shared = {i for i in shared if isinstance(noise[i], noise_lib.LowRankNoise)}
         self._warn_materialised(leaves, noise, shared)
-        noise = [jax.tree_util.tree_map(_for_compute, leaf_noise) for leaf_noise in noise]
+        # Widened before the per-member computation: the population is loop-invariant, so in a
+        # rollout loop XLA hoists the conversion instead of widening int8 rows at every step.
+        noise = [jax.tree_util.tree_map(noise_lib.widen, leaf_noise) for leaf_noise in noise]
         noise, xs = keep_in_loop(noise, xs)
 
         def member(member_noise, sign, x):
