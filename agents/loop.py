@@ -210,29 +210,10 @@ def run(
     init_keys, eval_keys = jax.vmap(lambda k: jax.random.split(k))(keys).swapaxes(0, 1)
 
     start = time.perf_counter()
-    options = (
-        cpu_options.compiler_options(getattr(trainer, "integer_dots", False))
-        if loop.xla_cpu_options else {}
-    )
-    over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
-    init = jax.jit(over_seeds(trainer.init), compiler_options=options)
-    chunk_fn = jax.jit(
-        over_seeds(_chunk(trainer, loop.iterations_per_chunk, loop.total_steps)),
-        compiler_options=options,
-    )
-    evaluate_fn = jax.jit(over_seeds(trainer.evaluate), compiler_options=options)
-    # On one device, lower from the state's shapes so both programs trace and compile (XLA
-    # releases the GIL) while init compiles and runs. With several devices the programs must
-    # see the state's real shardings, so init runs first.
-    single_device = jax.device_count() == 1
-    state = None if single_device else init(init_keys)
-    like = jax.eval_shape(init, init_keys) if single_device else state
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        chunk = pool.submit(lambda: chunk_fn.lower(like).compile())
-        evaluate = pool.submit(lambda: evaluate_fn.lower(like, eval_keys).compile())
-        if state is None:
-            state = init(init_keys)
-        chunk, evaluate = chunk.result(), evaluate.result()
+    if getattr(trainer, "host_side", False):
+        state, chunk, evaluate = _host_programs(trainer, loop, init_keys)
+    else:
+        state, chunk, evaluate = _compiled_programs(trainer, loop, init_keys, eval_keys)
     compile_s = time.perf_counter() - start
 
     # Every process of a multi-host run takes part in checkpoints (orbax coordinates them);
@@ -288,6 +269,49 @@ def run(
         checkpointer.close()
     return TrainResult(rows=rows, state=state, compile_s=compile_s, wall_s=wall_s,
                        run_dir=run_dir, stopped=stopped)
+
+
+def _compiled_programs(trainer: Trainer, loop: LoopConfig, init_keys, eval_keys):
+    """``(state, chunk, evaluate)`` for a JAX trainer: its pure functions vmapped over seeds
+    and compiled once; ``chunk(state) -> (state, last metrics, iterations run)``."""
+    options = (
+        cpu_options.compiler_options(getattr(trainer, "integer_dots", False))
+        if loop.xla_cpu_options else {}
+    )
+    over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
+    init = jax.jit(over_seeds(trainer.init), compiler_options=options)
+    chunk_fn = jax.jit(
+        over_seeds(_chunk(trainer, loop.iterations_per_chunk, loop.total_steps)),
+        compiler_options=options,
+    )
+    evaluate_fn = jax.jit(over_seeds(trainer.evaluate), compiler_options=options)
+    # On one device, lower from the state's shapes so both programs trace and compile (XLA
+    # releases the GIL) while init compiles and runs. With several devices the programs must
+    # see the state's real shardings, so init runs first.
+    single_device = jax.device_count() == 1
+    state = None if single_device else init(init_keys)
+    like = jax.eval_shape(init, init_keys) if single_device else state
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        chunk = pool.submit(lambda: chunk_fn.lower(like).compile())
+        evaluate = pool.submit(lambda: evaluate_fn.lower(like, eval_keys).compile())
+        if state is None:
+            state = init(init_keys)
+        return state, chunk.result(), evaluate.result()
+
+
+def _host_programs(trainer: Any, loop: LoopConfig, init_keys):
+    """``(state, chunk, evaluate)`` for a host-side trainer (``trainer.host_side = True``,
+    e.g. one stepping Gymnasium envs in Python). Such a trainer handles the seed axis itself:
+    ``init(keys) -> state`` with a leading seed axis; ``train_chunk(state, iterations,
+    total_steps) -> (state, last metrics (seeds, ...), iterations run)``, running each seed's
+    generation/update only while its ``env_steps`` is under ``total_steps`` (None: no step
+    budget); ``evaluate(state, keys) -> returns (seeds,)``. Nothing is compiled here: the
+    trainer jits its own policy and update functions."""
+    state = trainer.init(init_keys)
+    chunk = functools.partial(
+        trainer.train_chunk, iterations=loop.iterations_per_chunk, total_steps=loop.total_steps
+    )
+    return state, chunk, trainer.evaluate
 
 
 def _budget_spent(loop: LoopConfig, steps_done: int, wall_s: float) -> Optional[str]:
