@@ -20,15 +20,19 @@ import datetime
 import json
 import os
 import pathlib
+import warnings
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from eggroll_rl.agents import loop as loop_module
+from eggroll_rl.agents import run_folder
+from eggroll_rl.agents.faults import NoUsableCheckpoint
 from eggroll_rl.agents.es import ESConfig, ESTrainer
 from eggroll_rl.agents.int8_es import Int8ESConfig, Int8ESTrainer
 from eggroll_rl.agents.loop import LoopConfig, TrainResult
 from eggroll_rl.agents.ppo import PPO, PPOConfig
+from eggroll_rl.envs.gymnasium_target import is_gymnasium_target, target_task
 
 ALGOS = ("eggroll", "openes", "ppo")
 CONFIGS: dict[str, type] = {"eggroll": ESConfig, "openes": ESConfig, "ppo": PPOConfig}
@@ -52,6 +56,9 @@ class Plan(NamedTuple):
     run_dir: Optional[pathlib.Path]
     resume: bool
     record: dict  # written to run_dir/config.json: algo, env, seeds, config, loop, threshold
+    # Fresh: delete the old run in run_dir first. Resume: if no checkpoint restores, start the
+    # run over that way (--restart) instead of failing.
+    overwrite: bool = False
 
 
 def default_config(
@@ -71,17 +78,37 @@ def default_config(
     _check_algo(algo, int8)
     if int8:
         return Int8ESConfig(), "Int8ESConfig defaults"
-    cls = CONFIGS[algo]
+    cls = _config_class(algo, env, int8)
     from eggroll_rl.experiments import preset_files
 
     if preset is not None:  # asked for: a missing [algo] table is an error (PresetError)
         found = preset_files.load(str(preset))
         return cls(**found.overrides(algo)), f"preset {_preset_name(found)}"
-    found = preset_files.for_env(env) if "/" in env else None
+    found = preset_files.for_env(_preset_env(env)) if "/" in env else None
     if found is not None and algo in found.algos:
         return cls(**found.overrides(algo)), f"preset {_preset_name(found)}"
-    overrides = {"algo": algo} if cls is ESConfig else {}
+    overrides = {"algo": algo} if issubclass(cls, ESConfig) else {}
     return cls(**overrides), f"{cls.__name__} defaults"
+
+
+def _config_class(algo: str, env: str, int8: bool) -> type:
+    """The config dataclass of ``algo`` on ``env``: Gymnasium envs' add ``vectorization_mode``."""
+    if int8:
+        return Int8ESConfig
+    if is_gymnasium_target(env):
+        from eggroll_rl.agents import gymnasium_trainers
+
+        return gymnasium_trainers.CONFIGS[algo]
+    return CONFIGS[algo]
+
+
+def _preset_env(env: str) -> str:
+    """Whose bundled preset ``env`` uses: its own, or for ``gymnasium/<Id>`` ``gymnax/<Id>``'s."""
+    if is_gymnasium_target(env):
+        from eggroll_rl.agents import gymnasium_trainers
+
+        return gymnasium_trainers.preset_env(env)
+    return env
 
 
 def _preset_name(found) -> str:
@@ -101,7 +128,9 @@ def _check_algo(algo: str, int8: bool) -> None:
 
 
 def _resolve_config(algo, env, config, total_steps, network, preset, int8) -> Config:
-    cls = Int8ESConfig if int8 else CONFIGS[algo]
+    cls = _config_class(algo, env, int8)
+    if not int8 and type(config) is CONFIGS.get(algo) and cls is not CONFIGS[algo]:  # e.g. an ESConfig for
+        config = cls(**dataclasses.asdict(config))  # a Gymnasium env: its defaults for the rest
     if config is None or isinstance(config, Mapping):
         base, _ = default_config(algo, env, preset=preset, int8=int8)
         overrides = dict(config or {})
@@ -177,17 +206,29 @@ def plan(
     int8: bool = False,
     iterations_per_chunk: Optional[int] = None,
     checkpoint_every: int = 5,
+    overwrite: bool = False,
 ) -> Plan:
     """Validate a run without compiling anything; ``train`` is ``execute(plan(...))``.
 
-    Arguments as in ``train``. Raises ``ValueError`` for any bad choice.
+    Arguments as in ``train``. Raises ``ValueError`` for any bad choice (``RunFolderBusy``
+    when another process holds ``out``); writes nothing.
     """
     _check_algo(algo, int8)
     from eggroll_rl import envs
 
-    task = envs.make(env)  # unknown ids fail here, naming the closest ones
+    if is_gymnasium_target(env):  # stepped on the host: agents/gymnasium_trainers.py
+        from eggroll_rl.agents import gymnasium_trainers
+
+        if int8:
+            raise ValueError(f"int8 trains on JAX tasks only, not on the Gymnasium env {env}.")
+        task = target_task(env)  # unknown ids and unsupported spaces fail here
+    else:
+        task = envs.make(env)  # unknown ids fail here, naming the closest ones
+        check_task(task)  # unsupported spaces and broken reset/step contracts fail here
     config = _resolve_config(algo, env, config, total_steps, network, preset, int8)
-    if int8:
+    if is_gymnasium_target(env):
+        trainer = gymnasium_trainers.make_trainer(task, config)
+    elif int8:
         trainer = Int8ESTrainer(task, config)
     elif isinstance(config, ESConfig):
         trainer = ESTrainer(task, config)
@@ -196,7 +237,8 @@ def plan(
     # ES generations are long, so chunks are short; with stop_at, shorter still, so the run
     # stops soon after the threshold is reached.
     if iterations_per_chunk is None:
-        iterations_per_chunk = (2 if stop_at is not None else 5) if type(config) is ESConfig else 10
+        es = isinstance(config, ESConfig)
+        iterations_per_chunk = (2 if stop_at is not None else 5) if es else 10
     steps_budget = config.total_steps if total_steps is not None or time_budget is None else None
     loop = LoopConfig(
         total_steps=steps_budget,
@@ -224,10 +266,81 @@ def plan(
         },
         "threshold": _threshold(env, preset, loop.stop_at),
     }
+    if isinstance(trainer, ESTrainer) and config.algo == "eggroll":
+        record["ranks"] = trainer.ranks()  # per matrix, as used: rank capped at its smaller side
     if int8:
         record["int8"] = True
     run_dir = None if out is None else pathlib.Path(out)
-    return Plan(trainer, loop, run_dir, False, record)
+    if run_dir is not None and _primary():
+        run_folder.check_fresh(run_dir, overwrite=overwrite)
+    return Plan(trainer, loop, run_dir, False, record, bool(overwrite))
+
+
+def _primary() -> bool:
+    """Process 0 (or the only one): it owns the run folder (the lock, an overwrite)."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def check_task(task) -> None:
+    """Refuse a JAX task our policies cannot act in, or whose ``reset``/``step`` disagree with
+    its declared spaces, before anything compiles (``jax.eval_shape``: traced, not run).
+
+    Raises:
+        ValueError: one line naming the env and what disagrees.
+    """
+    import gymnasium
+    import jax
+
+    from eggroll_rl.envs.task import Task
+
+    if not isinstance(task, Task):
+        return
+    name = task.env_id
+    if not isinstance(task.action_space, (gymnasium.spaces.Discrete, gymnasium.spaces.Box)):
+        raise ValueError(
+            f"env {name}: action space {task.action_space} is not supported: the policies act in "
+            "Discrete and Box spaces; wrap the env to expose one of those."
+        )
+    if not isinstance(task.observation_space, gymnasium.spaces.Box):
+        raise ValueError(
+            f"env {name}: observation space {task.observation_space} is not supported: the "
+            "policies read one Box of observations; wrap the env to flatten them into a Box."
+        )
+    expected = tuple(task.observation_space.shape)
+    key = jax.random.key(0)
+    obs, state = jax.eval_shape(task.reset, key)
+    _check_obs(name, "reset", obs, expected)
+    space = task.action_space
+    if isinstance(space, gymnasium.spaces.Discrete):
+        action = jax.ShapeDtypeStruct((), np.int32)
+    else:
+        action = jax.ShapeDtypeStruct(tuple(space.shape), space.dtype)
+    out = jax.eval_shape(task.step, key, state, action)
+    if not isinstance(out, tuple) or len(out) != 6:
+        raise ValueError(
+            f"env {name}: step must return (obs, state, reward, terminated, truncated, info), "
+            f"got {type(out).__name__} of {len(out) if isinstance(out, tuple) else 1} items."
+        )
+    obs, _, reward, terminated, truncated, info = out
+    _check_obs(name, "step", obs, expected)
+    for what, value in (("reward", reward), ("terminated", terminated), ("truncated", truncated)):
+        if getattr(value, "shape", None) != ():
+            raise ValueError(
+                f"env {name}: step returns a {what} of shape {getattr(value, 'shape', value)}, "
+                "expected a scalar per env step."
+            )
+
+
+def _check_obs(name: str, where: str, obs, expected: tuple) -> None:
+    shape = getattr(obs, "shape", None)
+    if shape is None or tuple(shape) != expected:
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(obs).__name__}"
+        raise ValueError(
+            f"env {name}: {where} returns observations of {got}, but its observation space is "
+            f"Box of shape {expected}; make the env's observations match its declared space."
+        )
 
 
 def default_run_dir(algo: str, env: str) -> pathlib.Path:
@@ -240,35 +353,122 @@ def _threshold(env: str, preset: Optional[PathLike], stop_at: Optional[float]) -
     """The preset's solved return (the curve's dashed line and the report), else ``stop_at``."""
     from eggroll_rl.experiments import preset_files
 
-    found = preset_files.load(str(preset)) if preset is not None else preset_files.for_env(env)
+    found = (
+        preset_files.load(str(preset)) if preset is not None
+        else preset_files.for_env(_preset_env(env))
+    )
     if found is not None and found.threshold is not None:
         return found.threshold
+    if is_gymnasium_target(env):
+        from eggroll_rl.agents import gymnasium_trainers
+
+        solved = gymnasium_trainers.reward_threshold(env)  # the env spec's
+        if solved is not None:
+            return solved
     return stop_at
 
 
-def plan_resume(run_dir: PathLike, *, progress: bool = True) -> Plan:
-    """The plan of the run saved in ``run_dir`` (its config.json), to continue it."""
+def saved_run(run_dir: PathLike) -> tuple[dict, Config]:
+    """The record (``config.json``) and config of the run saved in ``run_dir``.
+
+    Raises:
+        ValueError: one line, when ``run_dir`` does not exist, is not a folder, or holds no
+            readable run record.
+    """
     run_dir = pathlib.Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(
+            f"cannot resume {run_dir}: no such folder (give the folder of an earlier run, its "
+            "--out)."
+        )
+    if not run_dir.is_dir():
+        raise ValueError(f"cannot resume {run_dir}: it is a file, not a run folder.")
     path = run_dir / "config.json"
     if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run folder: {path.name} missing.")
-    saved = json.loads(path.read_text())
+        raise ValueError(
+            f"{run_dir} is not a run folder: {path.name} missing (a run writes it when it starts); "
+            "give the folder of an earlier run."
+        )
+    try:
+        saved = json.loads(path.read_text())
+        missing = [key for key in ("algo", "env", "seeds", "config", "loop") if key not in saved]
+        if missing:
+            raise KeyError(", ".join(missing))
+        int8 = saved.get("int8", False)
+        _check_algo(saved["algo"], int8)
+        cls = _config_class(saved["algo"], saved["env"], int8)
+        config = cls(**{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in saved["config"].items()})
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        detail = f"{error} missing" if isinstance(error, KeyError) else str(error)
+        raise ValueError(
+            f"cannot resume {run_dir}: {path} is not a readable run record ({detail}); start a "
+            "new run with another --out."
+        ) from None
+    return saved, config
+
+
+def plan_resume(
+    run_dir: PathLike,
+    *,
+    progress: bool = True,
+    total_steps: Optional[int] = None,
+    time_budget: Optional[float] = None,
+    restart: bool = False,
+) -> Plan:
+    """The plan of the run saved in ``run_dir`` (its config.json), to continue it.
+
+    Args:
+        run_dir: the folder of an earlier run.
+        progress: show a progress bar.
+        total_steps: a new env-step budget per seed, at least the saved one: it extends the
+            run (and is recorded in config.json; PPO's learning-rate annealing horizon moves
+            with it). None: the saved budget.
+        time_budget: a new total of training seconds over all sessions, at least the saved one.
+        restart: when the run has no checkpoint left, or none of them restores, train it
+            again from the start with its saved config (its metrics and policy are replaced)
+            instead of refusing.
+
+    Raises:
+        ValueError: one line, for a missing or non-run folder, a shrunk budget, or no
+            checkpoint to resume from without ``restart``; ``RunFolderBusy`` when another
+            process holds the folder.
+    """
+    run_dir = pathlib.Path(run_dir)
+    saved, config = saved_run(run_dir)
     int8 = saved.get("int8", False)
-    cls = Int8ESConfig if int8 else CONFIGS[saved["algo"]]
-    config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
     loop = saved["loop"]
     # Runs recorded before time budgets existed had a step budget only: the config's.
-    total_steps = loop.get("total_steps", config.total_steps)
+    saved_total = loop.get("total_steps", config.total_steps)
+    saved_time = loop.get("time_budget")
+    for flag, new, old in (("--total-steps", total_steps, saved_total),
+                           ("--time-budget", time_budget, saved_time)):
+        if new is not None and old is not None and new < old:
+            raise ValueError(
+                f"{flag} {new:g} is below the run's budget {old:g} (in {run_dir / 'config.json'}): "
+                "on resume it extends the budget; drop it to keep the saved one."
+            )
+    if _primary():
+        run_folder.check_writable(run_dir)
+        run_folder.check_unlocked(run_dir)
+    fresh = not run_folder.checkpoint_steps(run_dir)
+    if fresh and not restart:
+        raise ValueError(
+            f"{run_dir} has no checkpoint to resume from ({run_dir / 'checkpoints'} holds none): "
+            "add --restart (API: restart=True) to train it again from the start with its saved "
+            "config, replacing its metrics and policy."
+        )
     planned = plan(
         saved["algo"], saved["env"], seeds=saved["seeds"], config=config,
-        total_steps=total_steps, time_budget=loop.get("time_budget"), out=run_dir,
+        total_steps=saved_total if total_steps is None else total_steps,
+        time_budget=saved_time if time_budget is None else time_budget, out=None,
         progress=progress, stop_at=loop.get("stop_at"),
         xla_cpu_options=loop.get("xla_cpu_options", False), int8=int8,
         iterations_per_chunk=loop["iterations_per_chunk"],
         checkpoint_every=loop["checkpoint_every"],
     )
     planned.record["threshold"] = saved.get("threshold", planned.record["threshold"])
-    return planned._replace(resume=True)
+    return planned._replace(run_dir=run_dir, resume=not fresh, overwrite=fresh or restart)
 
 
 @dataclasses.dataclass
@@ -320,7 +520,8 @@ class LoadedPolicy:
         if self._task is None:
             from eggroll_rl import envs
 
-            self._task = envs.make(self.env_id)
+            gymnasium = is_gymnasium_target(self.env_id)
+            self._task = target_task(self.env_id) if gymnasium else envs.make(self.env_id)
         return self._task
 
     def _actor(self):
@@ -362,16 +563,54 @@ def load(path: PathLike) -> LoadedPolicy:
     """
     path = pathlib.Path(path)
     if path.suffix == ".npz":
+        import zipfile
+
         from eggroll_rl import int8_numpy
 
-        policy = int8_numpy.load(path)
-        with np.load(path) as data:
-            env_id = str(data["env_id"]) if "env_id" in data else ""
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such int8 policy file.")
+        try:
+            policy = int8_numpy.load(path)
+            with np.load(path) as data:
+                env_id = str(data["env_id"]) if "env_id" in data else ""
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(
+                f"{path} is not a readable int8 policy ({type(error).__name__}: {error}); "
+                "re-export it (TrainingRun.save, or the run folder's policy_int8.npz)."
+            ) from None
+        _check_int8(path, policy)
         return LoadedPolicy(env_id=env_id, saved=policy, _npz=path.read_bytes())
     from eggroll_rl.envs.playback import load_policy
 
     saved = load_policy(path)
     return LoadedPolicy(env_id=saved.env_id, saved=saved)
+
+
+def _check_int8(path: pathlib.Path, policy) -> None:
+    """Raise ``ValueError`` (one line, naming ``path``) unless the int8 kernels chain (each
+    ``(fan_in + 1, fan_out)``, int8) and the observation statistics are finite and fit."""
+    kernels = list(policy.kernels)
+    fan_in = None
+    for index, kernel in enumerate(kernels):
+        if kernel.dtype != np.int8 or kernel.ndim != 2 or (
+            fan_in is not None and kernel.shape[0] != fan_in + 1
+        ):
+            raise ValueError(
+                f"{path}: kernel_{index} ({kernel.dtype}, shape {kernel.shape}) does not follow "
+                f"the layer before it (int8, ({fan_in} + 1, fan_out) expected); re-export it."
+            )
+        fan_in = kernel.shape[1]
+    if not kernels:
+        raise ValueError(f"{path} holds no kernels; re-export it.")
+    for name in ("obs_mean", "obs_var", "obs_count"):
+        values = getattr(policy, name)
+        if values is not None and not np.all(np.isfinite(np.asarray(values, np.float64))):
+            raise ValueError(f"{path}: {name} is not finite; re-export it.")
+    if policy.obs_mean is not None and np.shape(policy.obs_mean)[-1:] != (kernels[0].shape[0] - 1,):
+        raise ValueError(
+            f"{path}: obs_mean of shape {np.shape(policy.obs_mean)} does not fit kernel_0's "
+            f"{kernels[0].shape[0] - 1} inputs; re-export it."
+        )
 
 
 @dataclasses.dataclass
@@ -415,7 +654,9 @@ class TrainingRun:
 
     @property
     def stopped(self) -> str:
-        """Why the run ended: "total_steps", "time_budget" or "stop_at"."""
+        """Why the run ended: "total_steps", "time_budget", "stop_at", or "interrupted" (a
+        SIGINT/SIGTERM stopped it at a chunk's end; checkpoint, logs and policy were saved and
+        ``result.signal`` is the signal's number)."""
         return self.result.stopped
 
     def final(self, key: str = "eval_return") -> list[float]:
@@ -437,23 +678,46 @@ class TrainingRun:
 
 
 def execute(planned: Plan) -> TrainingRun:
-    """Compile and run a ``Plan``; export seed 0's policy into the run folder if there is one."""
-    trainer, loop, run_dir, resume, record = planned
+    """Compile and run a ``Plan``; export seed 0's policy into the run folder if there is one.
+
+    A SIGINT/SIGTERM during training ends the run at the chunk's end, saved and exported, with
+    ``run.stopped == "interrupted"``. A run that diverges (``loop.TrainingDiverged``), has
+    nothing to resume or cannot write its folder raises a ``faults.TrainingError`` and exports
+    nothing.
+    """
+    trainer, loop, run_dir, resume, record = planned[:5]
     seeds = ", ".join(map(str, loop.seeds))
-    result = loop_module.run(
-        trainer, loop, run_dir, resume=resume, config_record=record,
-        title=f"{trainer.name} on {record['env']} (seeds {seeds})",
-        threshold=record.get("threshold"),
-    )
+    import contextlib
+
     import jax
 
-    policies = []
-    for index in range(len(loop.seeds)):
-        state = jax.tree_util.tree_map(lambda x: x[index], result.state)
-        policies.append(_policy(trainer, state, record))
-    export_path = None
-    if run_dir is not None and jax.process_index() == 0:
-        export_path = export(trainer, result.state, run_dir, record)
+    # The lock is held from before compiling until the policy is exported, and released on
+    # any exit (an exception included); only process 0 of a multi-host run holds it.
+    owned = run_dir is not None and _primary()
+    with run_folder.RunLock(run_dir) if owned else contextlib.nullcontext():
+        if owned and not resume:  # checked again: another run may have finished here since
+            run_folder.check_no_run(run_dir, overwrite=planned.overwrite)
+            if planned.overwrite:
+                run_folder.clear(run_dir)
+        title = f"{trainer.name} on {record['env']} (seeds {seeds})"
+        try:
+            result = loop_module.run(trainer, loop, run_dir, resume=resume, config_record=record,
+                                     title=title, threshold=record.get("threshold"))
+        except NoUsableCheckpoint as error:
+            if not (resume and planned.overwrite):
+                raise
+            warnings.warn(f"{error} Restarting the run from the start, as asked (restart).",
+                          stacklevel=2)
+            run_folder.clear(run_dir)
+            result = loop_module.run(trainer, loop, run_dir, resume=False, config_record=record,
+                                     title=title, threshold=record.get("threshold"))
+        policies = []
+        for index in range(len(loop.seeds)):
+            state = jax.tree_util.tree_map(lambda x: x[index], result.state)
+            policies.append(_policy(trainer, state, record))
+        export_path = None
+        if run_dir is not None and jax.process_index() == 0:
+            export_path = export(trainer, result.state, run_dir, record)
     return TrainingRun(
         algo=record["algo"], env=record["env"], seeds=tuple(loop.seeds), config=trainer.config,
         rows=result.rows, compile_s=result.compile_s, wall_s=result.wall_s, run_dir=run_dir,
@@ -536,6 +800,7 @@ def train(
     int8: bool = False,
     iterations_per_chunk: Optional[int] = None,
     checkpoint_every: int = 5,
+    overwrite: bool = False,
 ) -> TrainingRun:
     """Train ``algo`` on ``env`` and return the run; the same as ``eggroll-rl train``.
 
@@ -544,7 +809,10 @@ def train(
 
     Args:
         algo: "eggroll", "openes" or "ppo".
-        env: an env id, e.g. "gymnax/CartPole-v1" (``eggroll_rl.envs.list_envs()``).
+        env: an env id, e.g. "gymnax/CartPole-v1" (``eggroll_rl.envs.list_envs()``), or any
+            Gymnasium env as "gymnasium/<Id>" (e.g. "gymnasium/HalfCheetah-v5", or
+            "gymnasium/my_package.envs:MyEnv-v0" to import the module that registers it),
+            stepped on the host by ``agents.gymnasium_trainers``.
         seeds: seeds trained side by side in one vmapped program.
         total_steps: env steps per seed (default: the config's, i.e. the preset's budget;
             with only ``time_budget`` given, no step budget). Each seed stops at most one
@@ -557,7 +825,9 @@ def train(
         network: hidden widths (e.g. ``(64, 64)``), a dict with "hidden" and/or "layer_norm",
             or an ``eggroll_rl.networks.Policy`` whose hidden/layer_norm are used.
         out: run folder for config.json, metrics.csv/jsonl, curve.png, checkpoints and the
-            exported policy (None: write nothing).
+            exported policy (None: write nothing). It must not hold another run (see
+            ``overwrite``; ``resume`` continues one), and it is locked (``run.lock``) while
+            this run trains, so a second process cannot write into it.
         progress: show a progress bar of env steps.
         stop_at: stop at the first chunk end where every seed's eval return is >= this.
         xla_cpu_options: compile with XLA:CPU options that speed up float rollouts on CPU.
@@ -567,6 +837,8 @@ def train(
         iterations_per_chunk: generations/updates between evals (default: 5 for ES, 2 with
             ``stop_at``, 10 for PPO and int8).
         checkpoint_every: chunks between checkpoints (with ``out``).
+        overwrite: when ``out`` holds an earlier run, delete its config, metrics, checkpoints
+            and policy first, so that nothing of it is restored later (default: refuse).
 
     Returns:
         A ``TrainingRun``.
@@ -576,10 +848,25 @@ def train(
         config=config, network=network, out=out, progress=progress, stop_at=stop_at,
         xla_cpu_options=xla_cpu_options, preset=preset, int8=int8,
         iterations_per_chunk=iterations_per_chunk, checkpoint_every=checkpoint_every,
+        overwrite=overwrite,
     ))
 
 
-def resume(run_dir: PathLike, *, progress: bool = True) -> TrainingRun:
+def resume(
+    run_dir: PathLike,
+    *,
+    progress: bool = True,
+    total_steps: Optional[int] = None,
+    time_budget: Optional[float] = None,
+    restart: bool = False,
+) -> TrainingRun:
     """Continue the run in ``run_dir`` from its newest good checkpoint, with its saved config;
-    it ends exactly where an uninterrupted run would have."""
-    return execute(plan_resume(run_dir, progress=progress))
+    it ends exactly where an uninterrupted run would have.
+
+    ``total_steps`` (or ``time_budget``) extends the run: a new budget, at least the saved one,
+    recorded in its config.json (PPO's learning-rate annealing horizon moves with it). A run
+    with no checkpoint left is refused unless ``restart``, which trains it again from the start
+    with its saved config. See ``plan_resume``.
+    """
+    return execute(plan_resume(run_dir, progress=progress, total_steps=total_steps,
+                               time_budget=time_budget, restart=restart))

@@ -17,6 +17,7 @@ import optax
 from flax import struct
 
 from eggroll_rl import distributed
+from eggroll_rl.agents import config_checks as checks
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.rollout import StepCount, check_steps_per_generation, evaluate, rollout
 from eggroll_rl.envs.task import Task
@@ -86,23 +87,26 @@ class ESConfig:
             )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"es: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        checks.count("es", "population_size", self.population_size, minimum=1)
         if self.population_size < 2 or self.population_size % 2:
             raise ValueError(
-                f"es: population_size={self.population_size} must be even and >= 2 (antithetic pairs)."
+                f"es: population_size={self.population_size} must be even and >= 2 (antithetic "
+                "pairs): a lone member gives rank or z-score shaping nothing to compare, so the "
+                "mean would never move."
             )
         for name in ("lr", "sigma"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"es: {name} must be > 0, got {getattr(self, name)}.")
+            checks.real("es", name, getattr(self, name), above=0)
         for name in ("lr_decay", "sigma_decay"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"es: {name} must be in (0, 1], got {getattr(self, name)}.")
+            checks.real("es", name, getattr(self, name), above=0, at_most=1)
         for name in ("rank", "episodes_per_member", "noise_reuse", "eval_episodes", "total_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"es: {name} must be >= 1, got {getattr(self, name)}.")
-        if self.weight_decay < 0:
-            raise ValueError(f"es: weight_decay must be >= 0, got {self.weight_decay}.")
-        if self.devices < 0:
-            raise ValueError(f"es: devices must be >= 0 (0: all), got {self.devices}.")
+            checks.count("es", name, getattr(self, name))
+        checks.real("es", "weight_decay", self.weight_decay, at_least=0)
+        checks.count("es", "devices", self.devices, minimum=0)
+        checks.hidden("es", self.hidden)
+        # Every generation takes at least one env step per member and episode.
+        horizon = -(-self.total_steps // (self.population_size * self.episodes_per_member))
+        checks.decaying_schedule("es", "lr", self.lr, self.lr_decay, horizon)
+        checks.decaying_schedule("es", "sigma", self.sigma, self.sigma_decay, horizon)
 
 
 @struct.dataclass
@@ -175,6 +179,12 @@ class ESTrainer:
             return OpenES(c.population_size, sigma, **common)
         return Eggroll(c.population_size, sigma, rank=c.rank, cap_rank=True, **common)
 
+    def ranks(self) -> dict[str, int]:
+        """The rank each matrix's noise gets, by parameter path: ``rank`` capped at the
+        matrix's smaller side (a 2-action head at rank 4 gets 2); empty for OpenES."""
+        obs = jnp.zeros(self.task.observation_space.shape, jnp.float32)
+        return self.strategy.ranks(jax.eval_shape(self.network.init, jax.random.key(0), obs))
+
     def init(self, key: jax.Array) -> ESState:
         key, key_net, key_es = jax.random.split(key, 3)
         obs_shape = self.task.observation_space.shape
@@ -190,8 +200,9 @@ class ESTrainer:
     def generation(self, state: ESState, _=None):
         """One generation (ask, rollout, tell); returns ``(state, metrics)``.
 
-        Metrics: ``env_steps`` (the new ``StepCount``), and float32 scalars ``fitness_mean``,
-        ``fitness_max``, ``sigma`` and ``skipped`` (1 when non-finite fitness skipped the update).
+        Metrics: ``env_steps`` (the new ``StepCount``), float32 scalars ``fitness_mean``,
+        ``fitness_max``, ``sigma`` and ``skipped`` (1 when non-finite fitness skipped the update),
+        and int32 ``nonfinite_fitness`` (members whose fitness was NaN/inf).
         """
         c, strategy = self.config, self.strategy
         key, key_rollout = jax.random.split(state.key)
@@ -206,7 +217,24 @@ class ESTrainer:
             deterministic=c.deterministic_policy,
             obs_stats=state.obs_stats if c.normalize_obs else None,
         )
-        evo, metrics = strategy.tell(state.evo, population, result.fitness)
+        return self.tell(state, key, population, result)
+
+    def tell(self, state: ESState, key: jax.Array, population: Any, result: Any):
+        """The end of a generation, given its rollout: ``tell``, step count, pooled statistics.
+
+        Args:
+            state: the state the generation started from.
+            key: the state's next key (the first half of ``split(state.key)``).
+            population: ``strategy.ask(state.evo)``.
+            result: a ``RolloutResult`` of that population (``rollout`` or, for Gymnasium
+                envs, ``gymnasium_target.host_rollout``): ``fitness`` ``(population,)``,
+                ``env_steps`` and ``obs_stats``.
+
+        Returns:
+            ``(state, metrics)`` as ``generation``.
+        """
+        c = self.config
+        evo, metrics = self.strategy.tell(state.evo, population, result.fitness)
         env_steps = state.env_steps.add(result.env_steps)
         new_state = ESState(
             evo=evo,
@@ -220,6 +248,7 @@ class ESTrainer:
             "fitness_max": metrics["fitness_max"],
             "sigma": metrics["sigma"],
             "skipped": metrics["skipped"].astype(jnp.float32),
+            "nonfinite_fitness": jnp.sum(~jnp.isfinite(result.fitness), dtype=jnp.int32),
         }
 
     def train_chunk(self, state: ESState, num_iterations: int):

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from eggroll_rl import distributed
+from eggroll_rl.agents import config_checks as checks
 from eggroll_rl import int8 as int8_lib
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.rollout import StepCount, check_steps_per_generation, evaluate, run_episodes
@@ -67,17 +68,27 @@ class Int8ESConfig:
     def validate(self) -> None:
         if self.algo != "eggroll":
             raise ValueError(f"int8 training is EGGROLL only, got algo={self.algo!r}.")
+        checks.count("int8", "population_size", self.population_size, minimum=1)
         if self.population_size < 2 or self.population_size % 2:
             raise ValueError(
                 f"int8: population_size={self.population_size} must be even and >= 2 (antithetic pairs)."
             )
         for name in ("rank", "episodes_per_member", "eval_episodes", "total_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"int8: {name} must be >= 1, got {getattr(self, name)}.")
-        if not self.hidden or any(h < 1 for h in self.hidden):
+            checks.count("int8", name, getattr(self, name))
+        if not self.hidden:
             raise ValueError(f"int8: hidden must be positive widths, got {self.hidden}.")
+        checks.hidden("int8", self.hidden)
+        checks.count("int8", "noise_shift", self.noise_shift, minimum=0)
         if not 0 <= self.noise_shift <= 16:
             raise ValueError(f"int8: noise_shift must be in [0, 16], got {self.noise_shift}.")
+        checks.count("int8", "input_bits", self.input_bits, minimum=0)
+        if self.input_bits > 7:
+            raise ValueError(f"int8: input_bits must be in [0, 7], got {self.input_bits}.")
+        checks.count("int8", "weight_init", self.weight_init)
+        if self.weight_init > 64:
+            raise ValueError(f"int8: weight_init must be in [1, 64], got {self.weight_init}.")
+        for name in ("alpha", "alpha_decay", "alpha_min"):
+            checks.real("int8", name, getattr(self, name), above=0, at_most=1)
         if not 0 < self.alpha_min <= self.alpha <= 1:
             raise ValueError(
                 f"int8: need 0 < alpha_min <= alpha <= 1, got alpha={self.alpha}, "
@@ -156,7 +167,8 @@ class Int8ESTrainer:
 
     def generation(self, state: Int8ESState, _=None):
         """One generation; returns ``(state, metrics)`` with float32 scalar metrics (and the
-        ``StepCount`` ``env_steps``)."""
+        ``StepCount`` ``env_steps``); a generation with non-finite fitness leaves the params
+        unchanged (``skipped`` 1, ``nonfinite_fitness`` counts its members)."""
         c, strategy, model = self.config, self.strategy, self.network
         key, key_noise, key_rollout = jax.random.split(state.key, 3)
         noise = strategy.draw(key_noise, state.generation)
@@ -174,7 +186,12 @@ class Int8ESTrainer:
             obs_stats=state.obs_stats if c.normalize_obs else None,
         )
         returns = episodes.returns.mean(axis=1)
-        params, metrics = strategy.update(state.params, noise, returns, state.generation)
+        finite = jnp.all(jnp.isfinite(returns))
+        params, metrics = strategy.update(
+            state.params, noise, jnp.where(finite, returns, 0.0), state.generation
+        )
+        # Non-finite fitness would compare as garbage: such a generation leaves params as they are.
+        params = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), params, state.params)
         env_steps = state.env_steps.add(episodes.lengths.sum(dtype=jnp.uint32))
         new_state = Int8ESState(
             params=params,
@@ -187,6 +204,8 @@ class Int8ESTrainer:
             "env_steps": env_steps,
             "fitness_mean": jnp.mean(returns),
             "fitness_max": jnp.max(returns),
+            "skipped": jnp.logical_not(finite).astype(jnp.float32),
+            "nonfinite_fitness": jnp.sum(~jnp.isfinite(returns), dtype=jnp.int32),
             **metrics,
         }
 

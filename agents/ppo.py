@@ -23,6 +23,7 @@ import optax
 from flax import struct
 
 from eggroll_rl import distributed
+from eggroll_rl.agents import config_checks as checks
 from eggroll_rl.agents import distributions
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.rollout import StepCount, evaluate
@@ -78,18 +79,19 @@ class PPOConfig:
     """Devices to split the environments over, data-parallel (0: all devices of all processes)."""
 
     def validate(self) -> None:
-        if self.devices < 0:
-            raise ValueError(f"ppo: devices must be >= 0 (0: all), got {self.devices}.")
+        checks.count("ppo", "devices", self.devices, minimum=0)
         positive = ("total_steps", "num_envs", "num_steps", "update_epochs", "num_minibatches")
         for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"ppo: {name} must be >= 1, got {getattr(self, name)}.")
+            checks.count("ppo", name, getattr(self, name))
         for name in ("lr", "clip_eps", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"ppo: {name} must be > 0, got {getattr(self, name)}.")
+            checks.real("ppo", name, getattr(self, name), above=0)
         for name in ("gamma", "gae_lambda"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"ppo: {name} must be in [0, 1], got {getattr(self, name)}.")
+            checks.real("ppo", name, getattr(self, name), at_least=0, at_most=1)
+        for name in ("ent_coef", "vf_coef"):
+            checks.real("ppo", name, getattr(self, name), at_least=0)
+        checks.hidden("ppo", self.hidden)
+        # The annealed learning rate goes linearly from lr to 0 over total_steps and stays at 0
+        # after (optax.linear_schedule clips): finite and >= 0 over any horizon once lr is.
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError(
                 f"ppo: num_envs * num_steps = {self.num_envs * self.num_steps} must be divisible "
@@ -318,11 +320,37 @@ class PPO:
         """One PPO update: collect ``num_steps`` x ``num_envs`` steps, then minibatch epochs.
 
         Returns ``(state, metrics)``: ``env_steps`` (the new ``StepCount``), ``episodes`` int32,
-        and float32 scalars ``train_return``, ``policy_loss``, ``value_loss``, ``entropy``.
+        float32 scalars ``train_return``, ``policy_loss``, ``value_loss``, ``entropy``, and int32
+        counts ``nonfinite_rewards`` (steps), ``nonfinite_obs`` (observations) and
+        ``nonfinite_loss`` (minibatches) of NaN/inf values.
         """
-        c = self.config
         (env_state, obs, key, discounted, episode_return, last_return), transitions, returns_seen = (
             self._collect(state)
+        )
+        collected = state.replace(
+            env_state=env_state, obs=obs, key=key, discounted_return=discounted,
+            episode_return=episode_return, last_return=last_return,
+        )
+        return self.learn(collected, transitions, returns_seen)
+
+    def learn(self, state: PPOState, transitions: Transition, returns_seen: jax.Array):
+        """The learning half of ``update``, on a collected rollout (by ``_collect``, or on the
+        host for Gymnasium envs): advantages, minibatch epochs, statistics.
+
+        Args:
+            state: the state after collecting: ``obs``, ``key``, ``env_state`` and the episode
+                trackers of the rollout's end; ``params`` and statistics from before it.
+            transitions: ``Transition`` fields shaped ``(num_steps, num_envs, ...)``.
+            returns_seen: ``(num_steps, num_envs)`` discounted returns so far at each step,
+                before any reset (what reward normalisation tracks).
+
+        Returns:
+            ``(state, metrics)`` as ``update``.
+        """
+        c = self.config
+        env_state, obs, key = state.env_state, state.obs, state.key
+        discounted, episode_return, last_return = (
+            state.discounted_return, state.episode_return, state.last_return
         )
         transitions = distributed.shard_rows(transitions, self.mesh, axis=1)  # (steps, envs)
         _, _, last_value = self.network.apply(state.params, self._normalize(state.obs_stats, obs))
@@ -364,12 +392,21 @@ class PPO:
             obs_stats = obs_norm.update(obs_stats, transitions.obs.reshape((batch_size,) + obs.shape[1:]))
         finished = transitions.episode_done
         env_steps = state.env_steps.add(batch_size)
+        feature_axes = tuple(range(2, transitions.obs.ndim))
         metrics = {
             "env_steps": env_steps,
             "episodes": finished.sum(),
             # Mean over envs of their latest finished episode's return (0 until one finishes).
             "train_return": jnp.nan_to_num(jnp.nanmean(last_return)),
             **jax.tree_util.tree_map(jnp.mean, losses),
+            # Health counts: the train loop sums them per chunk and stops on non-finite params.
+            "nonfinite_rewards": jnp.sum(~jnp.isfinite(transitions.reward), dtype=jnp.int32),
+            "nonfinite_obs": jnp.sum(
+                ~jnp.all(jnp.isfinite(transitions.obs), axis=feature_axes), dtype=jnp.int32
+            ),
+            "nonfinite_loss": jnp.sum(
+                ~jnp.isfinite(losses["policy_loss"] + losses["value_loss"]), dtype=jnp.int32
+            ),
         }
         new_state = PPOState(
             params=params,

@@ -3,8 +3,10 @@
 Policies learn far faster on normalised observations (Brax and MuJoCo observations span orders
 of magnitude). The statistics are a pytree kept in the training state, updated with the
 parallel merge of Chan et al. (batch mean and variance first, then one combination step, so no
-catastrophic cancellation), restricted by a mask to the observations that were really seen, and
-applied by one pure function, so training, evaluation and export normalise identically.
+catastrophic cancellation), restricted by a mask to the observations that were really seen (and
+are finite: an observation holding NaN or inf is left out whole, so a faulty env can never poison
+the statistics that are saved with the policy), and applied by one pure function, so training,
+evaluation and export normalise identically.
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ def init(shape: tuple[int, ...], dtype=jnp.float32) -> RunningStats:
 
 
 def update(stats: RunningStats, batch: jax.Array, mask: Optional[jax.Array] = None) -> RunningStats:
-    """Merge ``batch`` into ``stats``; only entries where ``mask`` is true count.
+    """Merge ``batch`` into ``stats``; only finite entries where ``mask`` is true count.
 
     ``batch`` has any number of leading sample axes followed by the observation shape
     (``stats.mean.shape``); ``mask``, if given, has exactly the leading sample axes. Masked-out
-    entries may hold anything, NaN included: they are never read into the sums.
+    entries may hold anything, and so may left-out ones: an observation with any NaN or inf
+    element is left out whole. Neither is ever read into the sums.
     """
     feature_shape = stats.mean.shape
     batch = jnp.asarray(batch)
@@ -61,6 +64,8 @@ def update(stats: RunningStats, batch: jax.Array, mask: Optional[jax.Array] = No
                 f"the batch of shape {leading + feature_shape}."
             )
         mask = mask.reshape(-1).astype(bool)
+    feature_axes = tuple(range(1, batch.ndim))
+    mask = mask & jnp.all(jnp.isfinite(batch), axis=feature_axes)
     mask = mask.reshape((-1,) + (1,) * len(feature_shape))
     count = jnp.sum(mask, dtype=stats.count.dtype)
     safe_count = jnp.maximum(count, 1)

@@ -119,7 +119,14 @@ def save_policy(
 
 
 def load_policy(path: PathLike) -> SavedPolicy:
-    """Read a folder written by ``save_policy``."""
+    """Read a folder written by ``save_policy``, checked against its own network config.
+
+    Raises:
+        FileNotFoundError: ``path`` lacks ``policy.json`` or ``params.msgpack``.
+        ValueError: one line naming the file, when a file does not decode, or the params do not
+            match the network in ``policy.json`` (a missing, unused or misshapen leaf, e.g.
+            LayerNorm params with ``layer_norm: false``), or a value is not finite.
+    """
     path = pathlib.Path(path)
     missing = [name for name in (META_FILE, PARAMS_FILE) if not (path / name).is_file()]
     if missing:
@@ -127,20 +134,109 @@ def load_policy(path: PathLike) -> SavedPolicy:
             f"{path} is not a saved policy: {', '.join(missing)} missing (save_policy writes "
             f"{META_FILE} and {PARAMS_FILE} into a folder)."
         )
-    meta = json.loads((path / META_FILE).read_text())
-    if meta.get("format") != FORMAT:
+    meta_path, params_path = path / META_FILE, path / PARAMS_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(
-            f"{path}: saved policy format {meta.get('format')!r}, but this version reads format "
+            f"{meta_path} is not valid JSON ({error}); re-export the policy."
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(
+            f"{path}: saved policy format {found!r}, but this version reads format "
             f"{FORMAT}; re-export it with this version's save_policy."
         )
-    payload = serialization.msgpack_restore((path / PARAMS_FILE).read_bytes())
+    if "env_id" not in meta or not isinstance(meta.get("network"), dict):
+        raise ValueError(f"{meta_path} lacks 'env_id' or 'network'; re-export the policy.")
+    try:
+        network = network_config(meta["network"])
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{meta_path}: {error}") from None
+    try:
+        payload = serialization.msgpack_restore(params_path.read_bytes())
+    except Exception as error:  # msgpack raises its own types (ExtraData, FormatError, ...)
+        raise ValueError(
+            f"{params_path} does not decode ({type(error).__name__}: {error}); the file is "
+            "corrupt or truncated: re-export the policy."
+        ) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("params"), dict):
+        raise ValueError(f"{params_path} holds no 'params' tree; re-export the policy.")
     stats = payload.get("obs_stats")
-    return SavedPolicy(
+    saved = SavedPolicy(
         env_id=meta["env_id"],
-        network=network_config(meta["network"]),
+        network=network,
         params=payload["params"],
         obs_norm_stats=None if stats is None else _stats(stats),
     )
+    check_params(saved, str(params_path))
+    return saved
+
+
+def check_params(saved: SavedPolicy, where: str) -> None:
+    """Raise ``ValueError`` (one line, naming ``where``) unless ``saved.params`` is exactly the
+    params tree of ``saved.module`` (same leaves and shapes, float values, all finite) and its
+    observation statistics, if any, are finite and of the network's input size."""
+    leaves = dict(_flat(saved.params))
+    kernels = [(name, leaf) for name, leaf in leaves.items() if name.endswith("/kernel")]
+    first = min(kernels, default=None, key=lambda item: _layer_order(item[0]))
+    if first is None or np.ndim(first[1]) != 2:
+        raise ValueError(f"{where}: no Dense kernel among the params ({sorted(leaves)[:4]}).")
+    obs_size = int(np.shape(first[1])[0])
+    expected = dict(_flat(jax.eval_shape(saved.module.init, jax.random.key(0),
+                                         jnp.zeros((obs_size,), jnp.float32))))
+    problems = []
+    unused = sorted(set(leaves) - set(expected))
+    absent = sorted(set(expected) - set(leaves))
+    if absent:
+        problems.append(f"missing {', '.join(absent)}")
+    if unused:
+        problems.append(f"unused {', '.join(unused)}")
+    for name in sorted(set(leaves) & set(expected)):
+        if tuple(np.shape(leaves[name])) != tuple(expected[name].shape):
+            got, want = tuple(np.shape(leaves[name])), tuple(expected[name].shape)
+            problems.append(f"{name} has shape {got}, expected {want}")
+    if problems:
+        raise ValueError(
+            f"{where} does not match the network in {META_FILE} ({json.dumps(saved.network)}): "
+            f"{'; '.join(problems)}."
+        )
+    for name, leaf in leaves.items():
+        values = np.asarray(leaf)
+        if not np.issubdtype(values.dtype, np.floating):
+            raise ValueError(f"{where}: {name} has dtype {values.dtype}, expected floats.")
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ValueError(
+                f"{where}: {name} holds {bad} non-finite value(s) (NaN or inf); the policy is "
+                "corrupt or comes from a diverged run: re-export a good one."
+            )
+    stats = saved.obs_norm_stats
+    if stats is not None:
+        for name in ("count", "mean", "var"):
+            values = np.asarray(getattr(stats, name))
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"{where}: the observation statistics' {name} is not finite.")
+        shape = np.shape(stats.mean)
+        if np.shape(stats.var) != shape or not shape or shape[-1] != obs_size:
+            raise ValueError(
+                f"{where}: observation statistics of shape {np.shape(stats.mean)}, but the "
+                f"network reads {obs_size} inputs."
+            )
+
+
+def _flat(tree) -> list:
+    """``(path, leaf)`` pairs of a params tree, paths as ``params/MLP_0/EggrollDense_0/kernel``."""
+    return [
+        ("/".join(str(getattr(key, "key", key)) for key in path), leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+    ]
+
+
+def _layer_order(name: str) -> tuple:
+    """Sort key putting the first Dense layer of the trunk first (``EggrollDense_0`` < ``_10``)."""
+    parts = name.split("/")
+    return tuple(int(p.rsplit("_", 1)[1]) if p.rsplit("_", 1)[-1].isdigit() else 0 for p in parts)
 
 
 def _make_env(env_id: str, render_mode: Optional[str]) -> gymnasium.Env:

@@ -162,6 +162,7 @@ def _chunk(plan: Plan, config, task) -> int:
 
 def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log) -> dict:
     from eggroll_rl.agents.es import ESConfig, ESTrainer
+    from eggroll_rl.agents.checkpoints import has_checkpoint
     from eggroll_rl.agents.loop import LoopConfig, run
     from eggroll_rl.agents.ppo import PPO
 
@@ -175,7 +176,7 @@ def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log
         progress=plan.progress,
     )
     run_dir = pathlib.Path(plan.out) / "runs" / env_id / algo
-    resume = (run_dir / "checkpoints").is_dir()
+    resume = has_checkpoint(run_dir)  # a pair killed before its first checkpoint starts again
     record = {"algo": algo, "env": env_id, "seeds": list(plan.seeds),
               "config": dataclasses.asdict(config),
               "loop": {"iterations_per_chunk": loop.iterations_per_chunk,

@@ -18,7 +18,7 @@ from eggroll_rl.envs import obs_norm
 
 def test_int8_cli_solves_cartpole_and_exports(tmp_path):
     out = tmp_path / "run"
-    trainer, loop, run_dir, resume, record = train_cli.build([
+    trainer, loop, run_dir, resume, record, _ = train_cli.build([
         "--algo", "eggroll", "--int8", "--env", "gymnax/CartPole-v1", "--total-steps", "1200000",
         "--iterations-per-chunk", "10", "--out", str(out), "--no-progress",
     ])

@@ -175,7 +175,7 @@ def test_a_run_stops_at_most_one_update_past_the_budget_whatever_the_chunk_lengt
 
 def test_time_budget_flag_stops_the_run_on_time_and_is_recorded(tmp_path):
     out = tmp_path / "run"
-    trainer, loop, run_dir, resume, record = train_cli.build([
+    trainer, loop, run_dir, resume, record, _ = train_cli.build([
         "--algo", "ppo", "--env", "gymnax/CartPole-v1", "--time-budget", "0.01", "--num-envs",
         "4", "--num-steps", "16", "--hidden", "8", "--out", str(out), "--no-progress",
     ])

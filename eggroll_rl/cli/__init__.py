@@ -98,8 +98,14 @@ def main(argv=None) -> None:
         from eggroll_rl.xla import compile_cache
 
         compile_cache.enable()
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    module.main(argv[1:])
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+        module.main(argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves, then exits itself)
+        if "--debug" in argv:
+            raise
+        sys.stderr.write(f"\n{DISTRIBUTION} {argv[0]}: interrupted\n")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":
