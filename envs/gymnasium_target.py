@@ -9,12 +9,16 @@ step's actions for the whole population come from ONE jitted call (``population_
 observations shaped ``(N, k, ...)``, then ``select_action``). Each sub-env's first episode is
 counted once, whatever the vector env's autoreset mode, and the loop stops as soon as every
 first episode is over. The result is the JAX path's ``RolloutResult``, so trainers can swap
-one path for the other.
+one path for the other (``agents.gymnasium_trainers`` does, for every algorithm).
+``target_task`` reads and checks an env's spaces once; ``list_gymnasium_ids`` names the envs
+installed here that trainers accept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 from typing import Any, Callable, Optional, Union
 
 import gymnasium
@@ -37,14 +41,27 @@ def is_gymnasium_target(env_id: str) -> bool:
 
 
 def gymnasium_name(env_id: str) -> str:
-    """``gymnasium/Acrobot-v1`` -> ``Acrobot-v1``, the id Gymnasium knows."""
+    """``gymnasium/Acrobot-v1`` -> ``Acrobot-v1``, the id ``gymnasium.make`` takes.
+
+    A ``module:`` before the id (``gymnasium/my_package.envs:MyEnv-v0``) is imported here, as
+    ``gymnasium.make`` does, so that its ``gymnasium.register`` runs; it stays in the name.
+    """
     if not is_gymnasium_target(env_id):
         raise ValueError(
             f"{env_id!r} is not a Gymnasium target: host-side ids look like "
             f"'{PREFIX}<Gymnasium id>', e.g. '{PREFIX}Acrobot-v1'."
         )
     name = env_id[len(PREFIX) :]
-    gymnasium.spec(name)  # raises Gymnasium's own error, naming close ids, if unknown
+    module, _, registered = name.rpartition(":")
+    if module:  # "my_package.envs:MyEnv-v0": importing the module registers the env
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            raise ValueError(
+                f"{env_id!r}: cannot import {module!r} ({error}); put the module that calls "
+                "gymnasium.register on the Python path."
+            ) from None
+    gymnasium.spec(registered)  # raises Gymnasium's own error, naming close ids, if unknown
     return name
 
 
@@ -68,6 +85,111 @@ def describe(env_id: str) -> tuple[gymnasium.spaces.Space, gymnasium.spaces.Spac
         return env.observation_space, env.action_space, limit
     finally:
         env.close()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GymnasiumTask:
+    """What trainers and exported policies need to know of a ``gymnasium/<Id>`` env, read
+    once from the env itself: its spaces and time limit, in the attribute names of ``Task``
+    (``observation_space``, ``action_space``, ``max_episode_steps``, ``discrete``,
+    ``action_size``). Nothing steps here: the env runs in a Gymnasium vector env
+    (``make_vector_env``). ``action_space`` is the float32 ``policy_action_space``; the env's
+    own is ``env_action_space``."""
+
+    env_id: str
+    observation_space: gymnasium.spaces.Box
+    action_space: gymnasium.spaces.Space
+    env_action_space: gymnasium.spaces.Space
+    max_episode_steps: Optional[int]
+    """The env's time limit, None if it has none."""
+    vector_entry_point: bool = False
+    """Whether the env registers a ``vector_entry_point`` (a natively vectorised version)."""
+
+    @property
+    def discrete(self) -> bool:
+        return isinstance(self.action_space, gymnasium.spaces.Discrete)
+
+    @property
+    def action_size(self) -> int:
+        """Policy outputs: logits (Discrete) or action means (Box)."""
+        return int(self.action_space.n) if self.discrete else int(np.prod(self.action_space.shape))
+
+
+def target_task(env_id: str) -> GymnasiumTask:
+    """The ``GymnasiumTask`` of ``gymnasium/<Id>``, with its spaces checked.
+
+    ``<Id>`` may name a module to import first, ``gymnasium/my_package.envs:MyEnv-v0``, as
+    ``gymnasium.make`` accepts it, so that the module's ``gymnasium.register`` runs.
+
+    Raises:
+        ValueError: (one line) an unknown id, an observation space that is not a flat (1-D)
+            ``Box``, or an action space that is neither ``Box`` nor ``Discrete``.
+    """
+    name = env_id[len(PREFIX) :] if is_gymnasium_target(env_id) else env_id
+    try:
+        observation_space, action_space, limit = describe(PREFIX + name)
+    except (gymnasium.error.Error, ImportError) as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(
+            f"{env_id!r} is not a Gymnasium env that can be made here ({reason}); "
+            "`eggroll-rl envs` lists the Gymnasium ids available."
+        ) from None
+    if not isinstance(observation_space, gymnasium.spaces.Box) or len(observation_space.shape) != 1:
+        raise ValueError(
+            f"{env_id}: the observation space is {observation_space}, but trainers' MLPs need a "
+            "flat Box; wrap the env (e.g. gymnasium.wrappers.FlattenObservation) and register "
+            "the wrapped one."
+        )
+    if not isinstance(action_space, (gymnasium.spaces.Box, gymnasium.spaces.Discrete)):
+        raise ValueError(
+            f"{env_id}: the action space is {action_space}, but trainers act in Box or Discrete "
+            "spaces only; wrap the env to expose one of those."
+        )
+    spec = gymnasium.spec(name.rpartition(":")[2])
+    return GymnasiumTask(
+        env_id=PREFIX + name,
+        observation_space=observation_space,
+        action_space=policy_action_space(action_space),
+        env_action_space=action_space,
+        max_episode_steps=limit,
+        vector_entry_point=spec.vector_entry_point is not None,
+    )
+
+
+def list_gymnasium_ids() -> list[str]:
+    """``gymnasium/<Id>`` for every registered Gymnasium env that trains here: the newest
+    version of each, made once to check that its dependencies are installed and its spaces
+    are supported (flat Box observations, Box or Discrete actions). Our own ``eggroll_rl/`` ids
+    are left out (they are ``<suite>/<name>`` tasks already)."""
+    import warnings
+
+    newest: dict[tuple, tuple[int, str]] = {}
+    for name, spec in gymnasium.registry.items():
+        if spec.namespace == "eggroll_rl":
+            continue
+        key = (spec.namespace, spec.name)
+        version = -1 if spec.version is None else spec.version
+        if key not in newest or version > newest[key][0]:
+            newest[key] = (version, name)
+    usable = []
+    for _, name in sorted(newest.values(), key=lambda pair: pair[1]):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                env = gymnasium.make(name)
+        except Exception:  # a missing dependency (Box2D, mujoco-py, gym, ...) of that env
+            continue
+        try:
+            observations, actions = env.observation_space, env.action_space
+            supported = (
+                isinstance(observations, gymnasium.spaces.Box) and len(observations.shape) == 1
+                and isinstance(actions, (gymnasium.spaces.Box, gymnasium.spaces.Discrete))
+            )
+        finally:
+            env.close()
+        if supported:
+            usable.append(PREFIX + name)
+    return usable
 
 
 def make_vector_env(

@@ -71,7 +71,7 @@ def make(env_id: str, **kwargs) -> Task:
 
 def main(argv=None) -> None:
     """eggroll-rl envs: print every usable env id, one per line (optional suites need their
-    extra)."""
+    extra), then the Gymnasium envs installed here as gymnasium/<Id>."""
     import argparse
 
     from eggroll_rl.envs import suites
@@ -83,3 +83,8 @@ def main(argv=None) -> None:
     for suite in suites.OPTIONAL_EXTRAS:
         if not any(env_id.startswith(suite + "/") for env_id in list_envs()):
             print(f"# {suite}/...: {suites.missing_extra(suite + '/') or 'not installed'}")
+    from eggroll_rl.envs.gymnasium_target import list_gymnasium_ids
+
+    print("# gymnasium/<Id>: Gymnasium envs stepped on the host (also gymnasium/<module>:<Id>)")
+    for env_id in list_gymnasium_ids():
+        print(env_id)

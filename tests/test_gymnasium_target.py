@@ -266,3 +266,33 @@ def test_describe_and_errors():
     one_logit = lambda params, obs: (s.policy.apply(params, obs)[0][..., :1], None)
     with pytest.raises(ValueError, match=r"head has shape \(8, 1, 1\).*action_size=2"):
         target.host_rollout(s.env_id, s.strategy, s.population, one_logit, SEED)
+
+
+def test_target_task_reads_spaces_and_rejects_unsupported_ones_in_one_line(tmp_path, monkeypatch):
+    task = target.target_task("gymnasium/InvertedPendulum-v5")
+    assert task.env_id == "gymnasium/InvertedPendulum-v5" and task.max_episode_steps == 1000
+    assert not task.discrete and task.action_size == 1 and task.action_space.dtype == np.float32
+    assert target.target_task("gymnasium/CartPole-v1").vector_entry_point
+    for env_id, named in [
+        ("gymnasium/Blackjack-v1", "Tuple"), ("gymnasium/FrozenLake-v1", r"Discrete\(16\)"),
+        ("gymnasium/NoSuchEnv-v0", "NoSuchEnv"), ("gymnasium/no_such_module:X-v0", "no_such_module"),
+    ]:
+        with pytest.raises(ValueError, match=named) as error:
+            target.target_task(env_id)
+        assert "\n" not in str(error.value)
+    # a user's module is imported, so that its gymnasium.register runs
+    (tmp_path / "my_target_envs.py").write_text(
+        "import gymnasium\n"
+        "gymnasium.register('MyTargetCartPole-v0', "
+        "entry_point='gymnasium.envs.classic_control:CartPoleEnv', max_episode_steps=20)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = target.target_task("gymnasium/my_target_envs:MyTargetCartPole-v0")
+    assert task.max_episode_steps == 20 and task.action_size == 2
+
+
+def test_list_gymnasium_ids_names_only_trainable_installed_envs():
+    ids = target.list_gymnasium_ids()
+    assert "gymnasium/CartPole-v1" in ids and "gymnasium/Pendulum-v1" in ids
+    assert "gymnasium/Blackjack-v1" not in ids and "gymnasium/CartPole-v0" not in ids
+    assert not any(env_id.startswith("gymnasium/eggroll_rl/") for env_id in ids)

@@ -182,3 +182,13 @@ def test_gymnax_step_without_reset_is_the_first_episode_of_step(env_id):
     np.testing.assert_array_equal(term_b[span], terminated[span])
     np.testing.assert_array_equal(trunc_b[span], truncated[span])
     assert not np.array_equal(obs_b[first + 1], obs[first + 1])  # the reset episode differs
+
+
+def test_envs_command_lists_gymnasium_ids_as_their_own_group(capsys):
+    from eggroll_rl.envs import registry
+
+    registry.main([])
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("# gymnasium/<Id>"))
+    assert "gymnasium/CartPole-v1" in lines[header + 1 :]
+    assert not any(line.startswith("gymnasium/") for line in lines[:header])
