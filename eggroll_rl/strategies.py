@@ -22,7 +22,7 @@ from flax import struct
 
 from eggroll_rl import distributed
 from eggroll_rl import fitness_shaping as shaping_lib
-from eggroll_rl import layer, noise as noise_lib
+from eggroll_rl import evolvable, layer, noise as noise_lib
 
 Schedule = Union[float, Callable[[jax.Array], jax.Array]]
 
@@ -90,7 +90,8 @@ class _EvolutionStrategy:
         and the forward pass and ``tell`` use the same rounded values, in float32 or wider, so
         the update is exact for the perturbations evaluated.
       cap_rank: give a matrix with a side smaller than ``rank`` (e.g. a 2-action head at rank
-        4) rank ``min(rank, m, n)`` instead of raising.
+        4) rank ``min(rank, m, n)`` (default: ``E = A B^T`` cannot have a higher rank anyway);
+        False raises instead. ``ranks(params)`` says what each matrix gets.
       mesh: a ``jax.sharding.Mesh`` (e.g. ``distributed.make_population_mesh()``) to split the
         population axis over, every mesh axis together; None or one device: no sharding.
         The number of draws (``population_size``, halved if antithetic) must be a multiple of
@@ -113,7 +114,7 @@ class _EvolutionStrategy:
         antithetic: bool = True,
         noise_reuse: int = 1,
         nonfinite_fitness: str = "raise",
-        cap_rank: bool = False,
+        cap_rank: bool = True,
         mesh: Optional[jax.sharding.Mesh] = None,
         noise_dtype: Any = jnp.int8,
     ):
@@ -157,10 +158,14 @@ class _EvolutionStrategy:
 
     # ---- helpers -------------------------------------------------------------------------
     def _leaf_rank(self, leaf: jax.Array) -> Optional[int]:
-        """Rank of the leaf's low-rank noise, or None for full Gaussian noise."""
-        if self.rank is None or jnp.ndim(leaf) != 2:
+        """Rank of the leaf's low-rank noise, or None for full Gaussian noise.
+
+        Matrices get low-rank noise, and so do 4-D leaves: a 2-D convolution's kernel
+        ``(kh, kw, c_in, c_out)`` is the matrix ``(kh * kw * c_in, c_out)`` (``_matrix_shape``).
+        """
+        if self.rank is None or jnp.ndim(leaf) not in (2, 4):
             return None
-        return min(self.rank, *jnp.shape(leaf)) if self.cap_rank else self.rank
+        return min(self.rank, *_matrix_shape(leaf)) if self.cap_rank else self.rank
 
     def _sigma_at(self, generation: jax.Array) -> jax.Array:
         if callable(self.sigma):
@@ -168,17 +173,21 @@ class _EvolutionStrategy:
         return jnp.asarray(self.sigma, jnp.float32)
 
     def _draw_noise(self, key: jax.Array, generation: jax.Array, mean: Any, draws: jax.Array):
-        leaves, treedef = jax.tree_util.tree_flatten(mean)
+        leaves, treedef = jax.tree_util.tree_flatten(evolvable.evolved(mean))
         specs = [
-            noise_lib.LeafSpec(tuple(leaf.shape), self.noise_dtype, self._leaf_rank(leaf))
-            for leaf in leaves
+            noise_lib.LeafSpec(
+                _matrix_shape(leaf) if rank is not None else tuple(leaf.shape),
+                self.noise_dtype,
+                rank,
+            )
+            for leaf, rank in zip(leaves, map(self._leaf_rank, leaves))
         ]
         drawn = noise_lib.draw_noise(key, generation // self.noise_reuse, draws, specs)
         return jax.tree_util.tree_unflatten(treedef, drawn)
 
     def _draws_of(self, population: Population) -> list:
         """Per-draw noise leaves (one row per draw, not per member), regenerated if not held."""
-        treedef = jax.tree_util.tree_structure(population.mean)
+        treedef = jax.tree_util.tree_structure(evolvable.evolved(population.mean))
         if population.noise is None or distributed.mesh_size(self.mesh) > 1:
             # Sharded populations hold a slice of the noise per device: regenerate all of it.
             noise = self._draw_noise(
@@ -210,36 +219,59 @@ class _EvolutionStrategy:
 
     # ---- public API ----------------------------------------------------------------------
     def init(self, key: jax.Array, params: Any) -> EvoState:
-        """Start from ``params`` (any pytree of float arrays, e.g. ``model.init(...)``)."""
-        leaves_with_path = jax.tree_util.tree_leaves_with_path(params)
-        if not leaves_with_path:
+        """Start from ``params``: what the model is applied with, in the form users hold it.
+
+        Any pytree of float arrays evolves whole. A linen variables dict from ``model.init``
+        evolves its ``params`` collection only: the others (``batch_stats``, ...) are handed to
+        ``apply_fn`` unchanged by every member. An ``nnx.Module`` evolves its ``nnx.Param``
+        state only (``nnx.split``); RNG counters, batch statistics and caches pass through,
+        and ``apply_fn`` receives the member's module (e.g. ``lambda model, x: model(x)``).
+        """
+        mean = evolvable.split(params)
+        paths = evolvable.leaf_paths(mean)
+        leaves = jax.tree_util.tree_leaves(evolvable.evolved(mean))
+        if not leaves:
             raise ValueError("params has no array leaves to optimise.")
-        for path, leaf in leaves_with_path:
-            name = jax.tree_util.keystr(path)
+        for name, leaf in zip(paths, leaves):
             if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
                 raise ValueError(
-                    f"params{name} has dtype {jnp.result_type(leaf)}: evolution strategies here "
-                    "perturb floating-point leaves only."
+                    f"{name} has dtype {jnp.result_type(leaf)}: evolution strategies here "
+                    "perturb floating-point leaves only (linen: put other state in a collection "
+                    "other than 'params'; NNX: hold it in an nnx.Variable that is not nnx.Param)."
                 )
             rank = self._leaf_rank(leaf)
-            if rank is not None and rank > min(jnp.shape(leaf)):
+            if rank is not None and rank > min(_matrix_shape(leaf)):
                 raise ValueError(
-                    f"rank={rank} is larger than the smaller side of params{name} "
-                    f"(shape {jnp.shape(leaf)}): use rank <= {min(jnp.shape(leaf))}, or "
-                    "cap_rank=True to give each matrix min(rank, its smaller side)."
+                    f"rank={rank} is larger than the smaller side of {name} "
+                    f"(shape {jnp.shape(leaf)}): use rank <= {min(_matrix_shape(leaf))}, or "
+                    "cap_rank=True (the default) to give each matrix min(rank, its smaller side)."
                 )
         if callable(self.sigma):
             with jax.ensure_compile_time_eval():  # init may run inside a jit (vmapped seeds)
                 sigma_0 = float(self.sigma(0))
             if not sigma_0 > 0:
                 raise ValueError(f"the sigma schedule must start > 0, got sigma(0)={sigma_0}.")
-        params = jax.tree_util.tree_map(jnp.asarray, params)
+        mean = jax.tree_util.tree_map(jnp.asarray, mean)
         return EvoState(
-            mean=params,
-            opt_state=self.optimizer.init(params),
+            mean=mean,
+            opt_state=self.optimizer.init(evolvable.evolved(mean)),
             key=key,
             generation=jnp.zeros((), jnp.int32),
         )
+
+    def ranks(self, params: Any) -> dict[str, int]:
+        """The rank each matrix's noise gets, by parameter path (e.g. ``params/Dense_0/kernel``).
+
+        ``params`` in any form ``init`` takes (shapes suffice: ``jax.eval_shape`` output works).
+        Matrices only; every other leaf gets full Gaussian noise.
+        """
+        mean = evolvable.split(params)
+        leaves = jax.tree_util.tree_leaves(evolvable.evolved(mean))
+        return {
+            name: int(rank)
+            for name, leaf in zip(evolvable.leaf_paths(mean), leaves)
+            if (rank := self._leaf_rank(leaf)) is not None
+        }
 
     @functools.partial(jax.jit, static_argnums=0)
     def ask(self, state: EvoState) -> Population:
@@ -269,10 +301,11 @@ class _EvolutionStrategy:
 
     def _materialised_members(self, population: Population) -> Any:
         signs = self._member_signs()
-        leaves, treedef = jax.tree_util.tree_flatten(population.mean)
+        leaves, treedef = jax.tree_util.tree_flatten(evolvable.evolved(population.mean))
         built = []
         for mean, noise in zip(leaves, treedef.flatten_up_to(population.noise)):
             per_member = self._rows_per_member(noise_lib.materialise(noise))
+            per_member = per_member.reshape(per_member.shape[:1] + mean.shape)
             signed = signs.reshape((-1,) + (1,) * mean.ndim) * per_member
             built.append(mean + (population.sigma * signed).astype(mean.dtype))
         return jax.tree_util.tree_unflatten(treedef, built)
@@ -280,23 +313,38 @@ class _EvolutionStrategy:
     def population_apply(self, population: Population, apply_fn: Callable, xs: Any, *args, **kwargs):
         """``apply_fn(params_i, xs[i], *args, **kwargs)`` for every member i, in one batched call.
 
-        ``xs`` (an array or pytree) has a leading axis of size ``population_size``. Meant to be
-        called inside ``jit``/``lax.scan``, once per environment step: it generates no noise.
-        With a mesh, ``xs`` and the outputs are sharded over it along the population axis.
+        ``params_i`` has the form ``init`` was given: the pytree, the linen variables dict (its
+        other collections unchanged), or the member's NNX module (so ``apply_fn`` may be
+        ``lambda model, x: model(x)``). ``xs`` (an array or pytree) has a leading axis of size
+        ``population_size``. Meant to be called inside ``jit``/``lax.scan``, once per
+        environment step: it generates no noise. With a mesh, ``xs`` and the outputs are
+        sharded over it along the population axis.
+
+        Kernels of plain linen ``nn.Dense``/``nn.Conv`` and NNX ``nnx.Linear``/``nnx.Conv``
+        (and ``nnx.LinearGeneral``/``nnx.Einsum`` with a 2-D kernel) stay shared and get each
+        member's low-rank term. Any other matrix, and a kernel that the model also reads
+        directly (weight tying), is materialised per member (exact, memory ``N x m x n``) with
+        a warning naming it by path (``params/Dense_0/kernel``, ``linear1/kernel``).
         """
         self._check_population_axis(xs, "xs")
         self._check_noise_rows(population)
         xs = distributed.shard_rows(xs, self.mesh)
+        mean = population.mean
+        leaves, treedef = jax.tree_util.tree_flatten(evolvable.evolved(mean))
+
+        def rebuild(member_leaves):  # what apply_fn takes: pytree, linen variables or module
+            return evolvable.user_view(mean, jax.tree_util.tree_unflatten(treedef, member_leaves))
+
         if population.members is not None:
-            out = jax.vmap(lambda p, x: apply_fn(p, x, *args, **kwargs))(population.members, xs)
+            members = treedef.flatten_up_to(evolvable.evolved(population.members))
+            out = jax.vmap(lambda p, x: apply_fn(rebuild(p), x, *args, **kwargs))(members, xs)
             return distributed.shard_rows(out, self.mesh)
 
-        leaves, treedef = jax.tree_util.tree_flatten(population.mean)
         noise = treedef.flatten_up_to(population.noise)
         one_x = jax.tree_util.tree_map(lambda x: x[0], xs)
-        shared = layer.dense_kernel_leaves(apply_fn, population.mean, one_x, args, kwargs)
-        shared = {i for i in shared if isinstance(noise[i], noise_lib.LowRankNoise)}
-        self._warn_materialised(leaves, noise, shared)
+        found = layer.discover(apply_fn, rebuild, leaves, one_x, args, kwargs)
+        shared = {i for i in found.fast if isinstance(noise[i], noise_lib.LowRankNoise)}
+        self._warn_materialised(mean, leaves, noise, shared, found.tied)
         # Widened before the per-member computation: the population is loop-invariant, so in a
         # rollout loop XLA hoists the conversion instead of widening int8 rows at every step.
         noise = [jax.tree_util.tree_map(noise_lib.widen, leaf_noise) for leaf_noise in noise]
@@ -306,19 +354,11 @@ class _EvolutionStrategy:
             scale = sign * population.sigma
             params = [
                 mean if i in shared
-                else mean + (scale * noise_lib.materialise(leaf_noise)).astype(mean.dtype)
+                else mean + (scale * _perturbation_of(leaf_noise, mean)).astype(mean.dtype)
                 for i, (mean, leaf_noise) in enumerate(zip(leaves, member_noise))
             ]
             low_rank = [n if i in shared else None for i, n in enumerate(member_noise)]
-            return layer.apply_member(
-                apply_fn,
-                jax.tree_util.tree_unflatten(treedef, params),
-                x,
-                low_rank,
-                scale,
-                args,
-                kwargs,
-            )
+            return layer.apply_member(apply_fn, rebuild, params, x, low_rank, scale, args, kwargs)
 
         per_member = distributed.shard_rows(
             jax.tree_util.tree_map(self._rows_per_member, noise), self.mesh
@@ -326,16 +366,28 @@ class _EvolutionStrategy:
         out = jax.vmap(member)(per_member, self._member_signs(), xs)
         return distributed.shard_rows(out, self.mesh)
 
-    def _warn_materialised(self, leaves, noise, shared) -> None:
+    def _warn_materialised(self, mean, leaves, noise, shared, tied) -> None:
+        """Say, naming the parameter by its path, which matrices leave the fast path and why."""
+        paths = evolvable.leaf_paths(mean)
+        fix = _FAST_PATH_FIX[evolvable.framework(mean)]
         for i, leaf_noise in enumerate(noise):
-            if isinstance(leaf_noise, noise_lib.LowRankNoise) and i not in shared:
-                warnings.warn(
-                    f"parameter leaf {i} (shape {leaves[i].shape}) is a matrix that the model does "
-                    "not use as a plain Dense kernel, so its low-rank noise is materialised for "
-                    "every member (correct, but memory N x m x n). Use nn.Dense or "
-                    "eggroll_rl.EggrollDense for it to stay on the fast path.",
-                    stacklevel=3,
+            if not isinstance(leaf_noise, noise_lib.LowRankNoise) or i in shared:
+                continue
+            if i in tied:
+                why = (
+                    f"{paths[i]} (shape {leaves[i].shape}) is a layer's kernel that the model also "
+                    "reads directly (weight tying, e.g. Embed.attend or params['kernel'] in "
+                    "another op), so that every use sees the member's perturbation its low-rank "
+                    "noise is materialised for every member (exact, but memory N x m x n). "
+                    "Give the second use its own parameter to keep the fast path."
                 )
+            else:
+                why = (
+                    f"{paths[i]} (shape {leaves[i].shape}) is a matrix that the model does not "
+                    "use as a plain Dense kernel, so its low-rank noise is materialised for every "
+                    f"member (correct, but memory N x m x n). {fix}"
+                )
+            warnings.warn(why, stacklevel=3)
 
     def tell(self, state: EvoState, population: Population, fitness: jax.Array):
         """Move the mean toward the better members; ``fitness[i]`` is member i's return.
@@ -380,19 +432,20 @@ class _EvolutionStrategy:
         weights = self.fitness_shaping(jnp.where(finite, fitness, 0.0))
         draw_weights = weights.reshape(self.num_draws, len(self.signs)) @ jnp.asarray(self.signs)
 
-        leaves, treedef = jax.tree_util.tree_flatten(state.mean)
+        current = evolvable.evolved(state.mean)
+        leaves, treedef = jax.tree_util.tree_flatten(current)
         estimate = [
-            noise_lib.weighted_sum(leaf_noise, draw_weights).astype(mean.dtype)
+            noise_lib.weighted_sum(leaf_noise, draw_weights).reshape(mean.shape).astype(mean.dtype)
             / self.population_size
             for mean, leaf_noise in zip(leaves, self._draws_of(population))
         ]
         ascent = jax.tree_util.tree_unflatten(treedef, estimate)
         descent = jax.tree_util.tree_map(jnp.negative, ascent)
-        updates, opt_state = self.optimizer.update(descent, state.opt_state, state.mean)
-        mean = optax.apply_updates(state.mean, updates)
+        updates, opt_state = self.optimizer.update(descent, state.opt_state, current)
+        mean = optax.apply_updates(current, updates)
         if self.nonfinite_fitness == "skip":
             keep = lambda new, old: jnp.where(finite, new, old)
-            mean = jax.tree_util.tree_map(keep, mean, state.mean)
+            mean = jax.tree_util.tree_map(keep, mean, current)
             opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
         metrics = {
             "fitness_mean": jnp.mean(fitness),
@@ -403,12 +456,17 @@ class _EvolutionStrategy:
             "sigma": population.sigma,
             "skipped": jnp.logical_not(finite),
         }
+        mean = evolvable.with_evolved(state.mean, mean)
         new_state = state.replace(mean=mean, opt_state=opt_state, generation=state.generation + 1)
         return new_state, metrics
 
     def mean_params(self, state: EvoState) -> Any:
-        """The unperturbed parameters: what is evaluated and deployed."""
-        return state.mean
+        """The unperturbed parameters: what is evaluated and deployed.
+
+        In the form ``init`` was given: the pytree, the linen variables dict (with the
+        untouched collections), or the NNX module (``nnx.merge``, a new instance).
+        """
+        return evolvable.user_view(state.mean)
 
     def member_params(self, population: Population, index: Union[int, jax.Array]) -> Any:
         """Member ``index``'s perturbed params, materialised (slow: tests and debugging only).
@@ -417,7 +475,7 @@ class _EvolutionStrategy:
         fast paths rather than repeating them.
         """
         sign = self._member_signs()[index]
-        leaves, treedef = jax.tree_util.tree_flatten(population.mean)
+        leaves, treedef = jax.tree_util.tree_flatten(evolvable.evolved(population.mean))
         if population.noise is None:
             draw = jnp.asarray(index // len(self.signs))[None]
             one = self._draw_noise(population.key, population.generation, population.mean, draw)
@@ -425,10 +483,34 @@ class _EvolutionStrategy:
         else:
             noise, row = treedef.flatten_up_to(population.noise), index // len(self.signs)
         built = [
-            mean + (sign * population.sigma * noise_lib.perturbation(n, row)).astype(mean.dtype)
+            mean
+            + (sign * population.sigma * noise_lib.perturbation(n, row).reshape(mean.shape)).astype(
+                mean.dtype
+            )
             for mean, n in zip(leaves, noise)
         ]
-        return jax.tree_util.tree_unflatten(treedef, built)
+        return evolvable.user_view(population.mean, jax.tree_util.tree_unflatten(treedef, built))
+
+
+_FAST_PATH_FIX = {
+    "linen": "Use nn.Dense, nn.Conv or eggroll_rl.EggrollDense for it to stay on the fast path.",
+    "nnx": (
+        "Use nnx.Linear, nnx.Conv, or nnx.LinearGeneral/nnx.Einsum with a 2-D kernel (not a "
+        "subclass with its own __call__) for it to stay on the fast path."
+    ),
+}
+
+
+def _matrix_shape(leaf: Any) -> tuple[int, int]:
+    """A matrix leaf as the ``(in, out)`` matrix its noise is drawn for: a convolution kernel
+    ``(kh, kw, c_in, c_out)`` is ``(kh * kw * c_in, c_out)``."""
+    shape = tuple(jnp.shape(leaf))
+    return (int(np.prod(shape[:-1])), shape[-1])
+
+
+def _perturbation_of(noise: Any, mean: jax.Array) -> jax.Array:
+    """One member's materialised ``E`` in the shape of its leaf (reference and fallback path)."""
+    return noise_lib.materialise(noise).reshape(mean.shape)
 
 
 def _raise_if_nonfinite(fitness: np.ndarray) -> None:

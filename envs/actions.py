@@ -1,12 +1,18 @@
 """Policy outputs -> valid actions: categorical for Discrete, clipped diagonal Gaussian for Box.
 
-The paper's ``deterministic_policy`` switch picks the mode (argmax / mean) instead of sampling.
-Actions always come out inside the space, with the dtype and shape ``Task.step`` checks.
+Policies return what their authors wrote them to return: logits or an action mean alone,
+``(logits, value)`` or ``(mean, value)`` as actor-critics do (the value is ignored here), or
+``(mean, log_std)`` as ``eggroll_rl.networks.Policy`` does. ``resolve_outputs`` says which one
+a policy follows, from the caller's word or from the output's shapes checked against the
+action space, and raises when that cannot be told apart rather than guess. The paper's
+``deterministic_policy`` switch picks the mode (argmax / mean) instead of sampling. Actions
+always come out inside the space, with the dtype and shape ``Task.step`` checks.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Any, Callable, Optional
 
 import gymnasium
 import jax
@@ -33,3 +39,112 @@ def select_action(
             action = mean + std * jax.random.normal(key, space.shape, mean.dtype)
         return jnp.clip(action, space.low, space.high).astype(space.dtype)
     raise ValueError(f"no policy head for action space {space!r}")
+
+
+POLICY_OUTPUTS = ("auto", "head", "head_log_std", "head_value")
+"""What a policy returns: "head" (logits or action mean alone), "head_log_std" (``(mean,
+log_std)``, or ``(logits, None)``), "head_value" (``(logits, value)`` / ``(mean, value)``: the
+value is ignored), or "auto" (told from the output's shapes, see ``resolve_outputs``)."""
+
+
+def _describe(out: Any) -> str:
+    if isinstance(out, (tuple, list)):
+        return f"a {type(out).__name__} of {len(out)} (" + ", ".join(_describe(o) for o in out) + ")"
+    shape = getattr(out, "shape", None)
+    return f"an array of shape {tuple(shape)}" if shape is not None else type(out).__name__
+
+
+def _check_convention(outputs: str) -> None:
+    if outputs not in POLICY_OUTPUTS:
+        raise ValueError(f"outputs must be one of {POLICY_OUTPUTS}, got {outputs!r}.")
+
+
+def resolve_outputs(
+    outputs: str,
+    space: gymnasium.spaces.Space,
+    out: Any,
+    out_at_other_batch: Optional[Callable[[], Any]] = None,
+) -> str:
+    """The convention (``POLICY_OUTPUTS`` less "auto") that the policy output ``out`` follows.
+
+    ``out`` is the output (shapes suffice: ``jax.eval_shape``) for observations with leading
+    axes ``(members, episodes)``; ``out_at_other_batch()`` gives it for one more episode per
+    member. With ``outputs="auto"``: an array is the head; ``(head, None)`` is the head; for
+    discrete actions the second of a pair is ignored (a value); for continuous actions it is a
+    log-std if it does not change with the number of observations (a parameter, like
+    ``networks.Policy``'s), a value if it does and has no action axis, a state-dependent
+    log-std if it does and ends with the action size (> 1). A per-observation output of size 1
+    with a 1-D action is either: that raises and asks for ``outputs``.
+    """
+    _check_convention(outputs)
+    pair = isinstance(out, (tuple, list)) and len(out) == 2 and hasattr(out[0], "shape")
+    if not pair and not hasattr(out, "shape"):
+        raise ValueError(
+            f"the policy returned {_describe(out)}; expected an array of logits or action means, "
+            "or a pair (logits, value), (mean, value) or (mean, log_std). Return one of those "
+            f"and say which with outputs= one of {POLICY_OUTPUTS[1:]}."
+        )
+    if outputs == "head":
+        if pair:
+            raise ValueError(
+                f"outputs='head' but the policy returned {_describe(out)}: use outputs="
+                "'head_value' for (head, value) or 'head_log_std' for (mean, log_std)."
+            )
+        return "head"
+    if outputs in ("head_log_std", "head_value"):
+        if not pair:
+            raise ValueError(
+                f"outputs={outputs!r} but the policy returned {_describe(out)}, not a pair: "
+                "use outputs='head'."
+            )
+        return outputs
+    if not pair:
+        return "head"
+    second = out[1]
+    if second is None or isinstance(space, gymnasium.spaces.Discrete):
+        return "head_log_std" if second is None else "head_value"
+    action_size = math.prod(space.shape)
+    batch = tuple(out[0].shape[:2])
+    other = _second_at_other_batch(out_at_other_batch)
+    shape = tuple(second.shape)
+    if other is not None and tuple(other.shape) == shape:
+        return "head_log_std"  # independent of the observations: a parameter
+    if shape in ((action_size,), (batch[0], action_size)) and shape != batch:
+        return "head_log_std"  # a parameter, per member or shared
+    if shape in (batch, batch + (1,)) and action_size != 1:
+        return "head_value"
+    if shape == batch:
+        return "head_value"
+    if shape == batch + (action_size,) and action_size != 1:
+        return "head_log_std"
+    if shape == batch + (1,):
+        raise ValueError(
+            "the policy returned (mean, x) with x of shape (..., 1) for a 1-D action: x may be "
+            "a value or a state-dependent log-std. Say which: outputs='head_value' or "
+            "outputs='head_log_std'."
+        )
+    raise ValueError(
+        f"the policy returned {_describe(out)} for observations of batch shape {batch} and an "
+        f"action of size {action_size}: its second output is neither a log-std ((A,) or "
+        "(..., A)) nor a value ((...,) or (..., 1)). Say which with outputs=."
+    )
+
+
+def _second_at_other_batch(out_at_other_batch) -> Any:
+    """The second output for one more observation, or None if the policy cannot take that
+    batch (one written for a fixed number of rows): the shape rules then decide alone."""
+    if out_at_other_batch is None:
+        return None
+    try:
+        return out_at_other_batch()[1]
+    except Exception:  # any failure to trace at that batch only means "not known"
+        return None
+
+
+def split_outputs(out: Any, convention: str) -> tuple[Any, Any]:
+    """``(head, log_std or None)`` from a policy output following ``convention``."""
+    if convention == "head":
+        return out, None
+    if convention == "head_value":
+        return out[0], None
+    return out[0], out[1]

@@ -21,6 +21,7 @@ apart.
 from __future__ import annotations
 
 import functools
+import types
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -29,7 +30,7 @@ import numpy as np
 from flax import struct
 
 from eggroll_rl.envs import obs_norm
-from eggroll_rl.envs.actions import select_action
+from eggroll_rl.envs.actions import resolve_outputs, select_action, split_outputs
 from eggroll_rl.envs.task import Task
 
 PolicyFn = Callable[[jax.Array], tuple[jax.Array, Optional[jax.Array]]]
@@ -140,12 +141,16 @@ def run_episodes(
     update_stats: bool = True,
     max_steps: Optional[int] = None,
     stop_when_done: bool = True,
+    outputs: str = "auto",
 ) -> Episodes:
     """Run the first episode of each of ``slots = (N, k)`` envs; the loop under ``rollout``.
 
     ``policy`` maps observations ``(N, k, *obs_shape)`` (normalised with ``obs_stats`` when
-    given) to ``(head, log_std)``: head ``(N, k, action_size)``, log-std ``(action_size,)``,
-    ``(N, action_size)`` or ``(N, k, action_size)``, or None for discrete actions. Episodes
+    given) to the head ``(N, k, action_size)`` alone, or to a pair: ``(head, log_std)`` with
+    log-std ``(action_size,)``, ``(N, action_size)`` or ``(N, k, action_size)``, or None for
+    discrete actions; or ``(head, value)``, the value ignored. ``outputs`` says which
+    (``actions.POLICY_OUTPUTS``; "auto" tells them apart by shape, ``actions.resolve_outputs``).
+    Episodes
     end at termination, at the task's truncation, or after ``max_steps`` steps. The loop runs
     chunks of ``steps_per_check(horizon)`` steps while some slot is alive; with
     ``stop_when_done=False`` it always runs the full horizon instead, as a loop with a fixed
@@ -167,6 +172,7 @@ def run_episodes(
     env_step = jax.vmap(jax.vmap(task.episode_step))  # slots are masked after one episode
     track_stats = obs_stats is not None and update_stats
     chunk = steps_per_check(horizon)
+    convention = _policy_convention(task, policy, obs, outputs)
 
     # Steps past the horizon can only happen in the last chunk, and only when the chunk size
     # does not divide the horizon; they are masked like the steps of a finished slot.
@@ -176,7 +182,7 @@ def run_episodes(
         t, env_state, obs, alive, returns, lengths, stats = carry
         key_act, key_env = jax.random.split(jax.random.fold_in(key_run, t))
         seen = obs if obs_stats is None else obs_norm.normalize(obs_stats, obs)
-        head, log_std = policy(seen)
+        head, log_std = split_outputs(policy(seen), convention)
         log_std = _per_slot_log_std(task, head, log_std, slots, deterministic)
         actions = select(head, log_std, _slot_keys(key_act, slots))
         obs_next, env_state, reward, terminated, truncated, _ = env_step(
@@ -216,6 +222,16 @@ def run_episodes(
     return Episodes(returns=returns, lengths=lengths, obs_stats=stats if track_stats else obs_stats)
 
 
+def _policy_convention(task: Task, policy: PolicyFn, obs: jax.Array, outputs: str) -> str:
+    """Which of ``actions.POLICY_OUTPUTS`` the policy follows (decided at trace time, from
+    abstract evaluations: nothing is computed)."""
+    out = jax.eval_shape(policy, obs)
+    more = jax.ShapeDtypeStruct((obs.shape[0], obs.shape[1] + 1) + obs.shape[2:], obs.dtype)
+    return resolve_outputs(
+        outputs, task.action_space, out, lambda: jax.eval_shape(policy, more)
+    )
+
+
 def _slot_keys(key: jax.Array, slots: tuple[int, int]) -> jax.Array:
     keys = jax.random.split(key, slots[0] * slots[1])
     return keys.reshape(slots + keys.shape[1:])  # raw uint32 keys keep their trailing axis
@@ -235,8 +251,9 @@ def _per_slot_log_std(task, head, log_std, slots, deterministic) -> Optional[jax
     if log_std is None:
         raise ValueError(
             f"{task.env_id} has continuous actions: sampling them needs a log-std, but the "
-            "policy returned None. Return (mean, log_std) like eggroll_rl.networks.Policy("
-            "continuous=True), or pass deterministic=True to act with the mean."
+            "policy returned none (an action mean alone, (mean, None) or (mean, value)). Return "
+            "(mean, log_std) like eggroll_rl.networks.Policy(continuous=True), or pass "
+            "deterministic=True to act with the mean."
         )
     log_std = jnp.asarray(log_std, head.dtype)
     if log_std.ndim == 2:  # one per member: (N, A)
@@ -244,13 +261,119 @@ def _per_slot_log_std(task, head, log_std, slots, deterministic) -> Optional[jax
     return jnp.broadcast_to(log_std, head.shape)
 
 
+class SameFunction:
+    """``fn`` as a jit cache key: equal to another ``SameFunction`` whose function does the same.
+
+    Two functions are the same when they have the same code, globals and defaults and their
+    closures hold the same values (identical objects, or equal hashable ones such as a linen
+    module and its fields); a bound method when its function and ``self`` are; a
+    ``functools.partial`` when its function and arguments are. So ``lambda p, o:
+    model.apply(p, o)`` written in a loop, or ``Policy(...).apply`` rebuilt each generation,
+    compiles once. Anything else (a callable object) is compared by its own ``==``/``hash``.
+    """
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.key = _function_key(fn)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, SameFunction) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+
+class _Identity:
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Identity) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+
+def _value_key(value: Any) -> Any:
+    if callable(value) and not isinstance(value, type):
+        return _function_key(value)
+    if isinstance(value, (jax.Array, np.ndarray)):
+        return _Identity(value)
+    try:
+        hash(value)
+    except TypeError:
+        return _Identity(value)
+    return value
+
+
+def _function_key(fn: Any) -> Any:
+    if isinstance(fn, SameFunction):
+        return fn.key
+    if isinstance(fn, types.FunctionType):
+        cells = []
+        for cell in fn.__closure__ or ():
+            try:
+                cells.append(_value_key(cell.cell_contents))
+            except ValueError:  # an empty cell
+                cells.append(None)
+        kwdefaults = tuple(sorted((fn.__kwdefaults__ or {}).items()))
+        return ("function", fn.__code__, _Identity(fn.__globals__),
+                _value_key(fn.__defaults__), _value_key(kwdefaults), tuple(cells))
+    if isinstance(fn, types.MethodType):
+        return ("method", _function_key(fn.__func__), _value_key(fn.__self__))
+    if isinstance(fn, functools.partial):
+        keywords = tuple(sorted((k, _value_key(v)) for k, v in fn.keywords.items()))
+        return ("partial", _function_key(fn.func), tuple(map(_value_key, fn.args)), keywords)
+    try:
+        hash(fn)
+    except TypeError:
+        return _Identity(fn)
+    return ("object", fn)
+
+
+def _stacked(out: Any) -> Any:
+    """One policy's output with a leading member axis of 1, as ``population_apply``'s has."""
+    return jax.tree_util.tree_map(lambda y: jnp.asarray(y)[None], out)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
         "task", "strategy", "apply_fn", "episodes_per_member", "deterministic", "max_steps",
-        "stop_when_done",
+        "stop_when_done", "outputs",
     ),
 )
+def _rollout(
+    task, strategy, population, apply_fn, key, *, episodes_per_member, deterministic,
+    obs_stats, max_steps, stop_when_done, outputs,
+) -> RolloutResult:
+    if episodes_per_member < 1:
+        raise ValueError(f"episodes_per_member must be >= 1, got {episodes_per_member}.")
+    episodes = run_episodes(
+        task,
+        lambda obs: strategy.population_apply(population, apply_fn, obs),
+        key,
+        (strategy.population_size, episodes_per_member),
+        deterministic=deterministic,
+        obs_stats=obs_stats,
+        max_steps=max_steps,
+        stop_when_done=stop_when_done,
+        outputs=outputs,
+    )
+    return RolloutResult(
+        fitness=episodes.returns.mean(axis=1),
+        returns=episodes.returns,
+        lengths=episodes.lengths,
+        env_steps=episodes.lengths.sum(dtype=jnp.uint32),
+        obs_stats=episodes.obs_stats,
+    )
+
+
 def rollout(
     task: Task,
     strategy: Any,
@@ -263,43 +386,71 @@ def rollout(
     obs_stats: Optional[obs_norm.RunningStats] = None,
     max_steps: Optional[int] = None,
     stop_when_done: bool = True,
+    outputs: str = "auto",
 ) -> RolloutResult:
     """Every member of ``population`` on ``episodes_per_member`` fresh episodes, one compiled call.
 
-    ``apply_fn(params, obs)`` gets one member's params and its ``(k, *obs_shape)`` observations
-    and returns ``(head, log_std)`` like ``eggroll_rl.networks.Policy`` (log-std None for
-    discrete actions). ``task``, ``strategy`` and ``apply_fn`` are static: pass the same objects
-    every generation (e.g. ``model.apply``, not a new lambda) or each call recompiles.
-    ``obs_stats``, when given, normalises what the policy sees and comes back updated with every
-    observation of every live step of the whole population.
+    ``apply_fn(params, obs)`` gets one member's params (the form the strategy's ``init`` was
+    given: pytree, linen variables dict, or NNX module) and its ``(k, *obs_shape)``
+    observations, as ``evaluate``'s does. It returns logits or an action mean ``(k, A)``
+    alone, ``(head, log_std)`` like ``eggroll_rl.networks.Policy`` (log-std None for discrete
+    actions, else ``(A,)`` or ``(k, A)``), or ``(head, value)`` as actor-critics do (the value
+    is ignored); ``outputs`` (``envs.actions.POLICY_OUTPUTS``) says which, "auto" tells them
+    apart by shape and raises when it cannot. ``task`` and ``strategy`` are static;
+    ``apply_fn`` is compared as a ``SameFunction``, so a new lambda around the same model
+    does not recompile. ``obs_stats``, when given, normalises what the policy sees and comes
+    back updated with every observation of every live step of the whole population.
     """
-    if episodes_per_member < 1:
-        raise ValueError(f"episodes_per_member must be >= 1, got {episodes_per_member}.")
-    episodes = run_episodes(
-        task,
-        lambda obs: strategy.population_apply(population, apply_fn, obs),
-        key,
-        (strategy.population_size, episodes_per_member),
-        deterministic=deterministic,
-        obs_stats=obs_stats,
-        max_steps=max_steps,
-        stop_when_done=stop_when_done,
+    return _rollout(
+        task, strategy, population, SameFunction(apply_fn), key,
+        episodes_per_member=episodes_per_member, deterministic=deterministic,
+        obs_stats=obs_stats, max_steps=max_steps, stop_when_done=stop_when_done, outputs=outputs,
     )
-    return RolloutResult(
-        fitness=episodes.returns.mean(axis=1),
-        returns=episodes.returns,
-        lengths=episodes.lengths,
-        env_steps=episodes.lengths.sum(dtype=jnp.uint32),
-        obs_stats=episodes.obs_stats,
-    )
+
+
+def _lower_rollout(task, strategy, population, apply_fn, key, **kwargs):
+    """``rollout``'s ``jax.jit(...).lower``, for inspecting the compiled program."""
+    options = dict(episodes_per_member=1, deterministic=False, obs_stats=None, max_steps=None,
+                   stop_when_done=True, outputs="auto")
+    options.update(kwargs)
+    return _rollout.lower(task, strategy, population, SameFunction(apply_fn), key, **options)
+
+
+rollout.lower = _lower_rollout
 
 
 @functools.partial(
     jax.jit,
     static_argnames=(
         "task", "apply_fn", "num_episodes", "deterministic", "max_steps", "stop_when_done",
+        "outputs",
     ),
 )
+def _evaluate(
+    task, apply_fn, params, key, num_episodes, *, deterministic, obs_stats, max_steps,
+    stop_when_done, outputs,
+) -> Evaluation:
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    episodes = run_episodes(
+        task,
+        lambda obs: _stacked(apply_fn(params, obs[0])),
+        key,
+        (1, num_episodes),
+        deterministic=deterministic,
+        obs_stats=obs_stats,
+        update_stats=False,
+        max_steps=max_steps,
+        stop_when_done=stop_when_done,
+        outputs=outputs,
+    )
+    returns, lengths = episodes.returns[0], episodes.lengths[0]
+    return Evaluation(
+        mean_return=returns.mean(), returns=returns, lengths=lengths,
+        env_steps=lengths.sum(dtype=jnp.uint32),
+    )
+
+
 def evaluate(
     task: Task,
     apply_fn: Callable,
@@ -311,28 +462,17 @@ def evaluate(
     obs_stats: Optional[obs_norm.RunningStats] = None,
     max_steps: Optional[int] = None,
     stop_when_done: bool = True,
+    outputs: str = "auto",
 ) -> Evaluation:
     """One policy (e.g. the ES mean) on ``num_episodes`` fresh episodes, batched in one call.
 
-    ``apply_fn(params, obs)`` sees all ``(1, num_episodes, *obs_shape)`` observations at once.
-    Observations are normalised with ``obs_stats`` exactly as in ``rollout``; the statistics
-    are not updated. ``deterministic`` defaults to True: deploy-time behaviour (argmax/mean).
+    ``apply_fn(params, obs)`` sees all ``(num_episodes, *obs_shape)`` observations at once:
+    the per-member shape ``rollout`` gives, so one ``apply_fn`` serves both. Its outputs
+    follow ``outputs`` as in ``rollout``. Observations are normalised with ``obs_stats``
+    exactly as in ``rollout``; the statistics are not updated. ``deterministic`` defaults to
+    True: deploy-time behaviour (argmax/mean). ``apply_fn`` is compared as a ``SameFunction``.
     """
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
-    episodes = run_episodes(
-        task,
-        lambda obs: apply_fn(params, obs),
-        key,
-        (1, num_episodes),
-        deterministic=deterministic,
-        obs_stats=obs_stats,
-        update_stats=False,
-        max_steps=max_steps,
-        stop_when_done=stop_when_done,
-    )
-    returns, lengths = episodes.returns[0], episodes.lengths[0]
-    return Evaluation(
-        mean_return=returns.mean(), returns=returns, lengths=lengths,
-        env_steps=lengths.sum(dtype=jnp.uint32),
+    return _evaluate(
+        task, SameFunction(apply_fn), params, key, num_episodes, deterministic=deterministic,
+        obs_stats=obs_stats, max_steps=max_steps, stop_when_done=stop_when_done, outputs=outputs,
     )

@@ -47,3 +47,10 @@ def test_drop_in_flax_trains_the_same_network_three_ways(tmp_path, monkeypatch):
     for name in ("EGGROLL, plain nn.Dense", "EGGROLL, EggrollDense", "PPO, same network"):
         assert f"{name}: final eval return" in text
     assert "max |difference| of member outputs: 0.0" in text
+
+
+@pytest.mark.slow
+def test_drop_in_nnx_trains_a_flax_docs_nnx_model(tmp_path, monkeypatch):
+    notebook = _execute("drop_in_nnx.ipynb", tmp_path, monkeypatch)
+    text = _text(notebook)
+    assert "final eval return" in text and "batch statistics unchanged: True" in text

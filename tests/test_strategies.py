@@ -449,15 +449,17 @@ def test_constructor_errors_name_the_argument(build, argument):
         build()
 
 
-def test_rank_larger_than_a_matrix_side_is_an_init_error():
-    strategy = Eggroll(4, 0.1, rank=4)
-    with pytest.raises(ValueError, match=r"rank=4.*\['v'\].*\(3, 6\)"):
-        strategy.init(jax.random.key(0), _params())  # v is (3, 6)
-    # cap_rank gives each matrix min(rank, its smaller side) instead
-    capped = Eggroll(4, 0.1, rank=4, cap_rank=True)
+def test_rank_is_capped_per_matrix_by_default_and_reported():
+    # the paper's rank 4 on a 3-row matrix: E = A B^T cannot have rank above 3 anyway
+    capped = Eggroll(4, 0.1, rank=4)
     shapes = jax.eval_shape(capped.ask, capped.init(jax.random.key(0), _params()))
     assert shapes.noise["v"].a.shape == (2, 3, 6)  # 2 antithetic draws for 4 members
     assert shapes.noise["w"].a.shape == (2, 4, 4)
+    assert capped.ranks(_params()) == {"v": 3, "w": 4}
+    # cap_rank=False makes it an init error naming the parameter by its path
+    strategy = Eggroll(4, 0.1, rank=4, cap_rank=False)
+    with pytest.raises(ValueError, match=r"rank=4.* v \(shape \(3, 6\)\)"):
+        strategy.init(jax.random.key(0), _params())
 
 
 def test_init_rejects_non_float_params_and_sigma_schedules_starting_at_zero():
@@ -591,3 +593,16 @@ def test_noise_with_one_row_per_member_is_rejected(told):
     xs = jnp.zeros((8, 5))
     with pytest.raises(ValueError, match="one row per draw"):
         strategy.population_apply(per_member, lambda params, x: x @ params["w"], xs)
+
+
+def test_rank_4_on_a_2_action_head_is_capped_and_recorded_by_the_trainer():
+    from eggroll_rl.agents import api
+
+    planned = api.plan("eggroll", "gymnax/CartPole-v1", config={"rank": 4, "hidden": (8, 8)},
+                       progress=False)
+    assert planned.record["config"]["rank"] == 4
+    assert planned.record["ranks"] == {
+        "params/MLP_0/EggrollDense_0/kernel": 4,  # 4 -> 8
+        "params/MLP_0/EggrollDense_1/kernel": 4,  # 8 -> 8
+        "params/MLP_0/EggrollDense_2/kernel": 2,  # the 2-action head
+    }

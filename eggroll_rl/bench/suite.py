@@ -39,6 +39,7 @@ from typing import Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from eggroll_rl.bench import jits
 from eggroll_rl.bench.timing import (
@@ -67,6 +68,51 @@ class PlainDenseMLP(nn.Module):
         for width in self.hidden:
             x = nn.relu(nn.LayerNorm()(nn.Dense(width)(x)))
         return nn.Dense(self.out_features)(x)
+
+
+class NNXMLP(nnx.Module):
+    """The same trunk as ``PlainDenseMLP`` written in Flax NNX (``nnx.Linear``, ``nnx.LayerNorm``),
+    as the Flax docs write models."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, *, rngs):
+        widths = (in_features, *hidden)
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
+        self.norms = nnx.List([nnx.LayerNorm(b, rngs=rngs) for b in hidden])
+        self.head = nnx.Linear(widths[-1], out_features, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer, norm in zip(self.layers, self.norms):
+            x = nnx.relu(norm(layer(x)))
+        return self.head(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class NNXModel:
+    """An NNX model behind linen's ``init``/``apply``, so that a ``Case`` times it like any other:
+    ``init`` returns the module (what ``Eggroll.init`` takes), ``apply(module, x)`` calls it."""
+
+    hidden: tuple[int, ...] = (256, 256, 256)
+    out_features: int = 2
+
+    def init(self, key: jax.Array, x: jax.Array) -> NNXMLP:
+        return NNXMLP(x.shape[-1], self.hidden, self.out_features, rngs=nnx.Rngs(key))
+
+    @staticmethod
+    def apply(model: NNXMLP, x: jax.Array) -> jax.Array:
+        return model(x)
+
+
+class MinAtarCNN(nn.Module):
+    """A MinAtar-style CNN policy (conv 16 3x3, dense 128, logits) that flattens with
+    ``x.reshape((x.shape[0], -1))``, as users write it."""
+
+    action_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.relu(nn.Conv(16, (3, 3))(x))
+        x = nn.relu(nn.Dense(128)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(self.action_size)(x)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +148,8 @@ class RolloutCase:
     population_size: int
     steps: int
     episodes_per_member: int = 1
+    network: Optional[nn.Module] = None
+    """The policy (observations ``(k, *obs_shape)`` -> logits); None: the paper's MLP."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +182,11 @@ def default_cases(scale: float = 1.0) -> list:
         Case("mlp_3x256_n4096", policy, 4, n(4096), openes=False),
         Case("dense_1024", EggrollDense(1024), 1024, n(512)),
         Case("flax_dense_3x256_n1024", PlainDenseMLP(), 4, n(1024), openes=False),
+        Case("nnx_linear_3x256_n1024", NNXModel(), 4, n(1024), openes=False),
         RolloutCase("rollout_cartpole_3x256_n512", "gymnax/CartPole-v1", (256, 256, 256), n(512), 64),
         RolloutCase("rollout_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(2048), 64),
+        RolloutCase("rollout_breakout_cnn_n512", "gymnax/Breakout-MinAtar", (), n(512), 64,
+                    network=MinAtarCNN(3)),
         Int8Case("int8_mlp_3x256", (256, 256, 256), 4, 2, n(2048), 32),
         TrainingCase("training_cartpole_3x256", "gymnax/CartPole-v1", (256, 256, 256), n(512), 128),
     ]
@@ -314,9 +365,10 @@ def run_rollout_case(
 
     modes = jits.available_modes(modes)
     task = envs.make(case.env_id)
-    model = Policy(task.action_size, continuous=not task.discrete, hidden=case.hidden)
+    model = case.network or Policy(task.action_size, continuous=not task.discrete, hidden=case.hidden)
     key_params, key_es, key_run = jax.random.split(jax.random.key(0), 3)
-    params = model.init(key_params, jnp.zeros(task.observation_space.shape))
+    example = jnp.zeros(task.observation_space.shape)
+    params = model.init(key_params, example if case.network is None else example[None])
     strategy = Eggroll(case.population_size, sigma, rank=rank)
     population = strategy.ask(strategy.init(key_es, params))
     slots = case.population_size * case.episodes_per_member
