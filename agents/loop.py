@@ -388,8 +388,9 @@ def run(
             checkpointer.close()
             raise NoUsableCheckpoint(
                 f"nothing to resume in {run_dir}: no checkpoint in {checkpointer.directory} "
-                "restores (none was written, or each one failed its check); start a fresh run "
-                "instead (the folder is left as it was)."
+                "restores (none was written, or each one failed its check); train again from the "
+                "start with --restart (API: resume(..., restart=True)), or pick a new --out (the "
+                "folder is left as it was)."
             )
         checkpointer.discard_after(step)
         iteration = saved_at = step

@@ -213,6 +213,12 @@ class PPO:
         obs, env_state = jax.vmap(self.task.reset)(jax.random.split(key_env, c.num_envs))
         obs, env_state = distributed.shard_rows((obs, env_state), self.mesh)
         params = distributed.replicate(self.network.init(key_net, obs[0]), self.mesh)
+        # The per-env trackers are split over devices like the envs, as update returns them, so
+        # the state that goes into a compiled chunk has the same shardings at every call.
+        discounted, episode_return, last_return = distributed.shard_rows(
+            (jnp.zeros(c.num_envs), jnp.zeros(c.num_envs), jnp.full(c.num_envs, jnp.nan)),
+            self.mesh,
+        )
         return PPOState(
             params=params,
             opt_state=self.optimizer.init(params),
@@ -220,9 +226,9 @@ class PPO:
             obs=obs,
             obs_stats=obs_norm.init(obs.shape[1:]),
             return_stats=obs_norm.init(()),
-            discounted_return=jnp.zeros(c.num_envs),
-            episode_return=jnp.zeros(c.num_envs),
-            last_return=jnp.full(c.num_envs, jnp.nan),
+            discounted_return=discounted,
+            episode_return=episode_return,
+            last_return=last_return,
             key=key,
             update=jnp.zeros((), jnp.int32),
             env_steps=StepCount.zero(),

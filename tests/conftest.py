@@ -8,6 +8,7 @@ for the whole session, and the ``*_fn`` fixtures hand out compiled helpers that 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -36,6 +37,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long end-to-end run (still part of the default run)")
     if jax.default_backend() == "gpu":
         jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, at most 4 (each worker holds its own JAX runtime and
+    compile caches, so more workers cost memory and repeated compiles for little gain)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(4, cores or 1))
 
 
 @pytest.fixture(scope="session")

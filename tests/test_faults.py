@@ -19,7 +19,6 @@ import subprocess
 import sys
 
 import gymnasium
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -65,14 +64,8 @@ def digest(folder: pathlib.Path) -> dict:
     }
 
 
-def random_params(module, obs_size, seed=0):
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(obs_size))
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(x.dtype), shapes)
-
-
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, random_params):
     """A finished tiny eggroll/CartPole run folder (seed 0, population 8, hidden 4, 3000 steps)
     and the digest of its files."""
     run_dir = tmp_path_factory.mktemp("faults") / "run"
@@ -89,7 +82,7 @@ def finished_run(tmp_path_factory):
         (run_dir / "checkpoints" / str(step) / "default").mkdir(parents=True)
         (run_dir / "checkpoints" / str(step) / "default" / "state").write_bytes(bytes([step]) * 64)
     network = {"action_size": 2, "continuous": False, "hidden": [4], "layer_norm": True}
-    playback.save_policy(run_dir / "policy", random_params(Policy(2, hidden=(4,)), 4), network,
+    playback.save_policy(run_dir / "policy", random_params(Policy(2, hidden=(4,)), jnp.zeros(4)), network,
                          "gymnax/CartPole-v1")
     return run_dir, digest(run_dir)
 

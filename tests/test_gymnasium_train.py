@@ -8,16 +8,15 @@ from ``PYTHONPATH``.
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
 
 from eggroll_rl.agents import api, resume, train
+
+from cli_runs import cached_env, checkpoint_steps, kill_after_checkpoints, train_process
 
 MODULE = "eggroll_test_gym_envs"
 ENVS = textwrap.dedent(
@@ -102,31 +101,12 @@ def envs_path(tmp_path_factory):
 
 
 def _env(envs_path, cache):
-    return dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(envs_path), os.environ.get("PYTHONPATH", "")]),
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
+    path = os.pathsep.join([str(envs_path), os.environ.get("PYTHONPATH", "")])
+    return cached_env(cache, PYTHONPATH=path)
 
 
 def _cli(env, *args, wait=True):
-    command = [sys.executable, "-m", "eggroll_rl.cli", "train", *args]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    if wait:
-        out, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, out
-    return process
-
-
-def _checkpoints(run_dir):
-    folder = run_dir / "checkpoints"
-    if not folder.exists():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
+    return train_process(args, env, wait=wait, timeout=240)
 
 
 def _rows(run_dir):
@@ -142,13 +122,8 @@ def test_user_env_trains_and_resumes_bit_identically_after_sigkill(envs_path, tm
           iterations_per_chunk=1, checkpoint_every=1)
 
     process = _cli(env, *ES_ARGS, "--out", str(killed), wait=False)
-    deadline = time.time() + 240
-    while len(_checkpoints(killed)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert process.poll() is None, "the run finished before it could be killed: raise --total-steps"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert 2 <= max(_checkpoints(killed)) < max(_checkpoints(straight))
+    kill_after_checkpoints(process, killed)
+    assert 2 <= max(checkpoint_steps(killed)) < max(checkpoint_steps(straight))
 
     _cli(env, "--resume", str(killed), "--no-progress")
     assert (killed / "policy" / "params.msgpack").read_bytes() == (
@@ -175,10 +150,10 @@ def test_ppo_resumes_from_an_earlier_checkpoint_bit_identically(envs_path, tmp_p
     straight = tmp_path / "straight"
     run = train("ppo", WALK, total_steps=320, config=config, out=straight, progress=False,
                 iterations_per_chunk=2, checkpoint_every=1)
-    assert run.final("env_steps") == [320] and len(_checkpoints(straight)) == 3
+    assert run.final("env_steps") == [320] and len(checkpoint_steps(straight)) == 3
     cut = tmp_path / "cut"
     shutil.copytree(straight, cut)
-    for step in _checkpoints(cut)[-2:]:  # as if killed two chunks before the end
+    for step in checkpoint_steps(cut)[-2:]:  # as if killed two chunks before the end
         shutil.rmtree(cut / "checkpoints" / str(step))
     resumed = resume(cut, progress=False)
     iterations = lambda run_dir: [row["iteration"] for row in _rows(run_dir)]

@@ -25,6 +25,8 @@ from eggroll_rl.cli import train as train_cli
 from eggroll_rl.envs import obs_norm
 from eggroll_rl.envs.task import Task
 
+from cli_runs import cached_env, checkpoint_steps, train_process
+
 TINY = ["--population-size", "8", "--hidden", "8", "--eval-episodes", "2", "--no-progress"]
 CARTPOLE = ["--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--total-steps", "10000",
             "--iterations-per-chunk", "2", "--checkpoint-every", "2", *TINY]
@@ -57,11 +59,6 @@ def faulty_envs():
     return "test/NaNReward"
 
 
-def _checkpoint_steps(run_dir):
-    folder = run_dir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
-
-
 def _flip_bytes(step_dir):
     """Flip bytes in the middle of the checkpoint's largest data file."""
     files = [p for p in step_dir.rglob("*") if p.is_file() and "metadata" not in p.name.lower()]
@@ -78,16 +75,8 @@ def _rows(run_dir):
 
 
 def _cli(cache, *argv, wait=True):
-    """``eggroll-rl train ARGV`` in a new process; the runs share JAX's persistent compilation
-    cache, so only the first one compiles."""
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    process = subprocess.Popen([sys.executable, "-m", "eggroll_rl.cli", "train", *argv],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    if wait:
-        process.out, process.err = process.communicate(timeout=300)
-    return process
+    """``eggroll-rl train ARGV`` in a new process (exit code not checked)."""
+    return train_process(argv, cached_env(cache), wait=wait, check=False)
 
 
 def _signal_after_two_checkpoints(runs):
@@ -96,7 +85,7 @@ def _signal_after_two_checkpoints(runs):
     while waiting and time.time() < deadline:
         for run in list(waiting):
             run_dir, process, signum = run
-            if len(_checkpoint_steps(run_dir)) >= 2 or process.poll() is not None:
+            if len(checkpoint_steps(run_dir)) >= 2 or process.poll() is not None:
                 assert process.poll() is None, "the run ended before the signal: raise --total-steps"
                 process.send_signal(signum)
                 waiting.remove(run)
@@ -126,10 +115,10 @@ def test_a_signal_saves_everything_and_a_corrupt_checkpoint_and_torn_log_still_r
         assert f"stopped by {name}; saved to {run_dir}" in process.out
         for file in ("curve.png", "metrics.jsonl", "policy/params.msgpack"):
             assert (run_dir / file).exists(), file
-        steps = _checkpoint_steps(run_dir)
-        assert _rows(run_dir)[-1]["iteration"] <= steps[-1] < _checkpoint_steps(straight)[-1]
+        steps = checkpoint_steps(run_dir)
+        assert _rows(run_dir)[-1]["iteration"] <= steps[-1] < checkpoint_steps(straight)[-1]
 
-    steps = _checkpoint_steps(interrupted)
+    steps = checkpoint_steps(interrupted)
     _flip_bytes(interrupted / "checkpoints" / str(steps[-1]))
     with (interrupted / "metrics.jsonl").open("a") as handle:
         handle.write('{"iteration": 99, "se')  # a crash in the middle of a write
@@ -192,7 +181,7 @@ def test_es_on_an_env_with_nan_rewards_warns_and_stops_with_the_cause(tmp_path, 
     # The state the skips left alone is checkpointed; its obs statistics never saw a NaN.
     import orbax.checkpoint as ocp
 
-    step = _checkpoint_steps(out)[-1]
+    step = checkpoint_steps(out)[-1]
     saved = ocp.StandardCheckpointer().restore(out / "checkpoints" / str(step) / "default")
     stats = saved["obs_stats"]
     assert np.all(np.isfinite(stats["mean"])) and np.all(np.isfinite(stats["var"]))
@@ -210,7 +199,7 @@ def test_ppo_on_an_env_with_nan_rewards_stops_without_exporting_a_nan_policy(tmp
     assert "parameters became non-finite" in message and "nonfinite_rewards" in message, message
     assert "checkpoint 0" in message
     assert not (out / "policy").exists()
-    assert _checkpoint_steps(out) == [0]  # the last finite state, before the first update
+    assert checkpoint_steps(out) == [0]  # the last finite state, before the first update
 
 
 def test_nonfinite_observations_are_left_out_of_the_statistics():

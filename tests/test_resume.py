@@ -1,10 +1,6 @@
 """A run killed with SIGKILL mid-training and resumed ends bit-identical to an uninterrupted one."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
+from cli_runs import cached_env, checkpoint_steps, kill_after_checkpoints, train_process
 
 ARGS = [
     "--algo", "eggroll", "--env", "gymnax/CartPole-v1", "--total-steps", "4000",
@@ -13,30 +9,8 @@ ARGS = [
 ]
 
 
-def _env(cache):
-    # The three runs compile the same programs: JAX's persistent cache compiles them once.
-    return dict(
-        os.environ,
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
-
-
 def _train(cache, *extra, wait=True):
-    command = [sys.executable, "-m", "eggroll_rl.cli", "train", *ARGS, *extra]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(cache)
-    )
-    if wait:
-        out, _ = process.communicate(timeout=240)
-        assert process.returncode == 0, out
-    return process
-
-
-def _checkpoints(run_dir):
-    folder = run_dir / "checkpoints"
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.exists() else []
+    return train_process([*ARGS, *extra], cached_env(cache), wait=wait)
 
 
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
@@ -45,19 +19,10 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     _train(cache, "--out", str(straight))
 
     process = _train(cache, "--out", str(killed), wait=False)
-    deadline = time.time() + 240
-    while len(_checkpoints(killed)) < 2 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run finished before it could be killed: raise --total-steps"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert 2 <= max(_checkpoints(killed)) < max(_checkpoints(straight))
+    kill_after_checkpoints(process, killed)
+    assert 2 <= max(checkpoint_steps(killed)) < max(checkpoint_steps(straight))
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "eggroll_rl.cli", "train", "--resume", str(killed), "--no-progress"],
-        capture_output=True, text=True, timeout=240, env=_env(cache),
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    train_process(["--resume", str(killed), "--no-progress"], cached_env(cache))
     assert (killed / "policy" / "params.msgpack").read_bytes() == (
         straight / "policy" / "params.msgpack"
     ).read_bytes()
