@@ -125,8 +125,14 @@ class _EvolutionStrategy:
                 f"population_size={population_size} is odd, but antithetic sampling pairs members "
                 "(2k, 2k+1): use an even population_size or antithetic=False."
             )
-        if not callable(sigma) and not float(sigma) > 0:
-            raise ValueError(f"sigma must be > 0 (or a schedule), got {sigma!r}.")
+        if not callable(sigma) and not (np.isfinite(float(sigma)) and float(sigma) > 0):
+            raise ValueError(f"sigma must be finite and > 0 (or a schedule), got {sigma!r}.")
+        if population_size == 1 and fitness_shaping in ("centered_rank", "zscore", "grouped_zscore"):
+            raise ValueError(
+                f"population_size=1 with fitness_shaping={fitness_shaping!r}: a lone member's "
+                "shaped fitness is always the same, so the mean would never move; use at least "
+                "2 members (antithetic pairs) or fitness_shaping='identity'."
+            )
         if rank is not None and (not isinstance(rank, (int, np.integer)) or rank < 1):
             raise ValueError(f"rank must be an int >= 1, got {rank!r}.")
         if not isinstance(noise_reuse, (int, np.integer)) or noise_reuse < 1:

@@ -35,8 +35,29 @@ def pytest_configure(config):
     float32 precision. CPU runs are left unchanged.
     """
     config.addinivalue_line("markers", "slow: long end-to-end run (still part of the default run)")
+    _share_compiled_programs()
     if jax.default_backend() == "gpu":
         jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _share_compiled_programs() -> None:
+    """One JAX persistent compilation cache for the whole test run: the xdist workers and the
+    CLI subprocesses they start (which inherit the environment) compile many identical
+    programs (the same tiny CartPole runs), and compiling dominates the suite's time. The
+    folder is per run (xdist's run id), so nothing carries over between runs; a cache the user
+    already set is left alone."""
+    import tempfile
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    folder = os.path.join(tempfile.gettempdir(), f"eggroll-rl-tests-jax-cache-{run_id}")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -67,7 +67,7 @@ def test_defaults_come_from_the_preset_and_overrides_apply(no_training):
     want = preset.config("eggroll", lr=0.2, hidden=(16,))
     assert planned.trainer.config == want
     assert planned.loop.total_steps == preset.total_steps
-    config, source = api.default_config("eggroll", "gymnax/Acrobot-v1")
+    config, source = api.default_config("eggroll", "gymnax/MountainCar-v0")
     assert (config, source) == (ESConfig(), "ESConfig defaults")
 
 

@@ -28,8 +28,9 @@ TINY = compare.parse_set(
 # ---- presets ---------------------------------------------------------------------------
 
 
-def test_every_paper_env_has_a_preset_and_nothing_else_does():
-    assert preset_files.names() == sorted(compare.PAPER_ENVS)
+def test_every_paper_env_has_a_preset():
+    # Other envs may have one too (gymnax/Acrobot-v1), so that their defaults learn.
+    assert set(compare.PAPER_ENVS) <= set(preset_files.names())
 
 
 @pytest.mark.parametrize("name", preset_files.names())

@@ -387,3 +387,17 @@ def test_a_damaged_int8_policy_is_refused_naming_the_file(tmp_path):
     path.write_bytes(b"PK\x03\x04 not a zip")
     with pytest.raises(ValueError, match=f"{path} is not a readable int8 policy"):
         load(path)
+
+
+def test_the_strategy_api_refuses_a_lone_shaped_member_and_an_infinite_sigma():
+    """The same probes through ``Eggroll``/``OpenES`` directly, for users' own loops."""
+    from eggroll_rl import Eggroll, OpenES
+
+    for shaping in ("centered_rank", "zscore"):
+        with pytest.raises(ValueError, match="population_size=1 .*never move"):
+            Eggroll(1, 0.1, antithetic=False, fitness_shaping=shaping)
+    with pytest.raises(ValueError, match="sigma must be finite"):
+        OpenES(4, float("inf"))
+    with pytest.raises(ValueError, match="sigma must be finite"):
+        Eggroll(4, float("nan"))
+    Eggroll(1, 0.1, antithetic=False, fitness_shaping="identity")  # a raw fitness can move it
