@@ -58,6 +58,13 @@ class Population:
     generation: jax.Array
 
 
+# Largest population (per device) whose per-member noise is rebuilt inside each step (``keep_in_loop``);
+# larger ones get it materialised once (``materialise_once``). Measured with ``eggroll-rl bench``
+# under a plain jax.jit on the CPU (docs/performance.md): rebuilding wins up to 2048 members of
+# the paper's 3 x 256 policy, and collapses to a fifth of inference speed at 4096.
+TIE_TO_STEP_MAX_MEMBERS = 2048
+
+
 def keep_in_loop(noise: Any, xs: Any) -> tuple[Any, Any]:
     """Tie the noise to this step's inputs, so that XLA keeps its use inside a rollout loop.
 
@@ -65,8 +72,20 @@ def keep_in_loop(noise: Any, xs: Any) -> tuple[Any, Any]:
     materialises them: N x width floats per leaf, re-read at every step. Kept in the loop, they
     are rebuilt inside the fusions that use them, from half as many per-draw rows. Applied to
     noise already widened to float32, whose conversion XLA still hoists (it precedes the tie).
+    Used for populations up to ``TIE_TO_STEP_MAX_MEMBERS``.
     """
     return jax.lax.optimization_barrier((noise, xs))
+
+
+def materialise_once(per_member: Any) -> Any:
+    """Make the per-member noise rows (one row per member, float32) an array of their own.
+
+    Above ``TIE_TO_STEP_MAX_MEMBERS`` members, rebuilding the rows inside every fusion that
+    reads them costs more than reading them: the barrier stops XLA from fusing the antithetic
+    repeat into each consumer, so the rows are built once (before a rollout loop, which they do
+    not depend on) and each step reads them like any other operand.
+    """
+    return jax.lax.optimization_barrier(per_member)
 
 
 class _EvolutionStrategy:
@@ -354,7 +373,9 @@ class _EvolutionStrategy:
         # Widened before the per-member computation: the population is loop-invariant, so in a
         # rollout loop XLA hoists the conversion instead of widening int8 rows at every step.
         noise = [jax.tree_util.tree_map(noise_lib.widen, leaf_noise) for leaf_noise in noise]
-        noise, xs = keep_in_loop(noise, xs)
+        tie = self.population_size // distributed.mesh_size(self.mesh) <= TIE_TO_STEP_MAX_MEMBERS
+        if tie:
+            noise, xs = keep_in_loop(noise, xs)
 
         def member(member_noise, sign, x):
             scale = sign * population.sigma
@@ -369,6 +390,8 @@ class _EvolutionStrategy:
         per_member = distributed.shard_rows(
             jax.tree_util.tree_map(self._rows_per_member, noise), self.mesh
         )
+        if not tie:
+            per_member = materialise_once(per_member)
         out = jax.vmap(member)(per_member, self._member_signs(), xs)
         return distributed.shard_rows(out, self.mesh)
 

@@ -227,6 +227,31 @@ def test_population_apply_matches_materialised_members(
     assert noise.b.shape == (strategy.num_draws, head_rank, widths[-2])
 
 
+@pytest.mark.parametrize("case", ["mixed-r6-capped-to-r4-layernorm-logstd-2d-batch", "EggrollDense-r3-nobias-nonantithetic"])
+def test_populations_above_the_tie_limit_match_materialised_members(
+    case, monkeypatch, assert_trees_close, materialised_apply, random_params, normal,
+    numpy_population
+):
+    """Above ``TIE_TO_STEP_MAX_MEMBERS`` the per-member rows are built once
+    (``materialise_once``) instead of inside each step: same members, same outputs."""
+    monkeypatch.setattr(strategies, "TIE_TO_STEP_MAX_MEMBERS", 2)
+    dense, head, rank, cap, use_bias, layer_norm, log_std, antithetic, n, batch, widths = (
+        FORWARD_CASES[case]
+    )
+    seed = sum(map(ord, case)) + 7
+    if isinstance(widths, int):
+        in_features, widths = _random_widths(seed, rank, widths)
+    else:
+        in_features, widths = widths
+    model = Trunk(widths, dense, head, use_bias, layer_norm, log_std)
+    params = random_params(model, jnp.zeros((in_features,)), seed=seed)
+    strategy = Eggroll(n, SIGMA, rank=rank, antithetic=antithetic, cap_rank=cap)
+    assert n > strategies.TIE_TO_STEP_MAX_MEMBERS
+    xs = normal((n, *batch, in_features), seed=seed + 1)
+    population = numpy_population(strategy, params, seed)
+    _forward_check(strategy, model, params, xs, assert_trees_close, materialised_apply, population)
+
+
 def test_the_papers_policy_network(
     assert_trees_close, materialised_apply, random_params, normal, numpy_population
 ):
@@ -469,6 +494,28 @@ def test_member_vectors_stay_inside_a_scan(monkeypatch):
 
     assert hoisted() == 0
     monkeypatch.setattr(strategies, "keep_in_loop", lambda noise, xs: (noise, xs))
+    assert hoisted() > 0
+
+
+def test_member_rows_are_built_once_above_the_tie_limit(monkeypatch):
+    """Above ``TIE_TO_STEP_MAX_MEMBERS`` each member's rows are built before the loop (one
+    ``(N, width)`` array per vector leaf, read at every step), not rebuilt inside it."""
+    n, width = 6, 12
+    model = MLP(hidden=(width, width), out_features=2)
+    params = model.init(jax.random.key(0), jnp.zeros(5))
+    strategy = Eggroll(n, 0.1)
+    population = strategy.ask(strategy.init(jax.random.key(1), params))
+    xs = jnp.ones((3, n, 5))
+
+    def hoisted():
+        def loop(population, xs):
+            step = lambda total, x: (total + strategy.population_apply(population, model.apply, x), None)
+            return jax.lax.scan(step, jnp.zeros((n, 2)), xs)[0]
+
+        return _hoisted_vectors(jax.jit(loop).lower(population, xs).compile().as_text(), n, width)
+
+    assert hoisted() == 0
+    monkeypatch.setattr(strategies, "TIE_TO_STEP_MAX_MEMBERS", n - 2)
     assert hoisted() > 0
 
 
