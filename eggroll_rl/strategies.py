@@ -99,7 +99,9 @@ class _EvolutionStrategy:
       fitness_shaping: "centered_rank", "zscore", "identity" or a callable ``f -> weights``.
       antithetic: members 2k and 2k+1 share a draw with signs +1 and -1.
       noise_reuse: generations that share one draw (1 = fresh noise every generation).
-      nonfinite_fitness: "raise" (default) or "skip" (leave params unchanged that generation).
+      nonfinite_fitness: "raise" (default) or "skip" (leave params unchanged that generation)
+        when a generation's fitness holds NaN/inf, or its sigma (from a schedule) is not
+        finite and > 0.
       noise_dtype: the dtype the population's noise is held in (default int8): a quarter of
         float32's memory for the population, its checkpoints and transfers. int8 holds each
         draw in steps of 1/16 (``noise.hold``), as the paper's integer training holds its
@@ -421,7 +423,8 @@ class _EvolutionStrategy:
     def tell(self, state: EvoState, population: Population, fitness: jax.Array):
         """Move the mean toward the better members; ``fitness[i]`` is member i's return.
 
-        Returns ``(state, metrics)``. Non-finite fitness raises (``nonfinite_fitness="raise"``,
+        Returns ``(state, metrics)``. Non-finite fitness, or a population whose sigma is not
+        finite and > 0, raises (``nonfinite_fitness="raise"``,
         a ``ValueError`` when fitness is concrete, a runtime error under ``jit``) or leaves the
         params and optimiser state unchanged (``"skip"``).
         """
@@ -434,6 +437,8 @@ class _EvolutionStrategy:
         traced = isinstance(fitness, jax.core.Tracer)
         if not traced and self.nonfinite_fitness == "raise":
             _raise_if_nonfinite(np.asarray(fitness))
+        if not isinstance(population.sigma, jax.core.Tracer) and self.nonfinite_fitness == "raise":
+            _raise_if_bad_sigma(np.asarray(population.sigma), np.asarray(population.generation))
         if not isinstance(state.generation, jax.core.Tracer) and not isinstance(
             population.generation, jax.core.Tracer
         ):
@@ -443,20 +448,30 @@ class _EvolutionStrategy:
                     f"state is at generation {int(state.generation)}: tell the population that "
                     "ask returned for this state."
                 )
+        traced = traced or isinstance(population.sigma, jax.core.Tracer)
         return self._tell(state, population, fitness, traced and self.nonfinite_fitness == "raise")
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _tell(self, state: EvoState, population: Population, fitness, check_in_graph: bool):
         self._check_noise_rows(population)
         fitness = distributed.replicate(fitness, self.mesh)  # the only gather: N floats
-        finite = jnp.all(jnp.isfinite(fitness))
+        # A sigma schedule that reaches zero, a negative value or NaN would turn the update
+        # around or blank it silently: such a generation is handled like non-finite fitness.
+        sigma_ok = jnp.isfinite(population.sigma) & (population.sigma > 0)
+        finite = jnp.all(jnp.isfinite(fitness)) & sigma_ok
         if check_in_graph:
             # The host callback sits in a branch taken only when something is wrong: an
             # unconditional callback would synchronise with the host at every call. Its mere
             # presence still constrains XLA's scheduling of a jitted generation, which is why
             # training uses "skip".
+            def complain(args):
+                f, sigma, generation = args
+                jax.debug.callback(_raise_if_nonfinite, f)
+                jax.debug.callback(_raise_if_bad_sigma, sigma, generation)
+
             jax.lax.cond(
-                finite, lambda f: None, lambda f: jax.debug.callback(_raise_if_nonfinite, f), fitness
+                finite, lambda args: None, complain,
+                (fitness, population.sigma, population.generation),
             )
         weights = self.fitness_shaping(jnp.where(finite, fitness, 0.0))
         draw_weights = weights.reshape(self.num_draws, len(self.signs)) @ jnp.asarray(self.signs)
@@ -540,6 +555,16 @@ def _matrix_shape(leaf: Any) -> tuple[int, int]:
 def _perturbation_of(noise: Any, mean: jax.Array) -> jax.Array:
     """One member's materialised ``E`` in the shape of its leaf (reference and fallback path)."""
     return noise_lib.materialise(noise).reshape(mean.shape)
+
+
+def _raise_if_bad_sigma(sigma: np.ndarray, generation: np.ndarray) -> None:
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(
+            f"sigma is {float(sigma)} at generation {int(generation)}: the sigma schedule must "
+            "stay finite and > 0 (e.g. clip it, optax.schedules with a positive end value), or "
+            "construct the strategy with nonfinite_fitness='skip' to leave the params unchanged "
+            "for such generations."
+        )
 
 
 def _raise_if_nonfinite(fitness: np.ndarray) -> None:

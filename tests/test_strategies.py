@@ -483,6 +483,29 @@ def test_init_with_a_sigma_schedule_runs_inside_jit_and_vmap():
         jax.jit(lambda key: Eggroll(4, lambda g: 0.0 * g).init(key, _params()))(jax.random.key(0))
 
 
+def test_a_sigma_schedule_that_turns_negative_is_never_applied():
+    """A linear schedule crossing zero at generation 1: "raise" says so at top level and
+    under jit; "skip" leaves the mean unchanged for that generation and reports it."""
+    schedule = lambda generation: 0.1 - 0.2 * generation  # 0.1, then -0.1
+    fitness = jnp.arange(4, dtype=jnp.float32)
+    raising = Eggroll(4, schedule)
+    state = raising.init(jax.random.key(0), _params())
+    state, _ = raising.tell(state, raising.ask(state), fitness)  # generation 0: sigma 0.1
+    with pytest.raises(ValueError, match="sigma is -0.1.* at generation 1"):
+        raising.tell(state, raising.ask(state), fitness)
+    with pytest.raises(Exception, match="sigma is -0.1.* at generation 1"):
+        jax.block_until_ready(jax.jit(
+            lambda state: raising.tell(state, raising.ask(state), fitness)[0]
+        )(state))
+    skipping = Eggroll(4, schedule, nonfinite_fitness="skip")
+    new_state, metrics = jax.jit(
+        lambda state: skipping.tell(state, skipping.ask(state), fitness)
+    )(state)
+    assert bool(metrics["skipped"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, new_state.mean, state.mean)
+    assert int(new_state.generation) == 2
+
+
 @pytest.fixture
 def told(memo, all_member_params):
     g = _generation(memo, all_member_params, "eggroll-r1-antithetic")
