@@ -11,6 +11,10 @@ Example::
 
     run = train("eggroll", "gymnax/CartPole-v1", stop_at=475)
     action = run.act(observation)
+
+``network=`` also takes the user's own ``flax.linen.Module`` or ``flax.nnx.Module`` instance
+(e.g. a PureJaxRL ``ActorCritic``), trained as written: see ``train`` and
+``eggroll_rl.user_network``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from eggroll_rl.agents.int8_es import Int8ESConfig, Int8ESTrainer
 from eggroll_rl.agents.loop import LoopConfig, TrainResult
 from eggroll_rl.agents.ppo import PPO, PPOConfig
 from eggroll_rl.envs.gymnasium_target import is_gymnasium_target, target_task
+from eggroll_rl.user_network import UserNetwork, is_user_module
 
 ALGOS = ("eggroll", "openes", "ppo")
 CONFIGS: dict[str, type] = {"eggroll": ESConfig, "openes": ESConfig, "ppo": PPOConfig}
@@ -56,6 +61,7 @@ class Plan(NamedTuple):
     run_dir: Optional[pathlib.Path]
     resume: bool
     record: dict  # written to run_dir/config.json: algo, env, seeds, config, loop, threshold
+    # (and, for the user's own module, its class name as "network" and its "outputs")
     # Fresh: delete the old run in run_dir first. Resume: if no checkpoint restores, start the
     # run over that way (--restart) instead of failing.
     overwrite: bool = False
@@ -180,7 +186,8 @@ def _network_fields(network, config) -> dict:
     else:
         raise ValueError(
             "network must be hidden widths (e.g. (64, 64)), a dict with 'hidden' and/or "
-            f"'layer_norm', or an eggroll_rl.networks.Policy; got {type(network).__name__}."
+            "'layer_norm', an eggroll_rl.networks.Policy, or your own flax.linen.Module or "
+            f"flax.nnx.Module instance; got {type(network).__name__}."
         )
     if any(not isinstance(width, (int, np.integer)) or width < 1 for width in fields.get("hidden", (1,))):
         raise ValueError(f"network hidden widths must be positive ints, got {fields['hidden']}.")
@@ -207,15 +214,18 @@ def plan(
     iterations_per_chunk: Optional[int] = None,
     checkpoint_every: int = 5,
     overwrite: bool = False,
+    outputs: str = "auto",
 ) -> Plan:
     """Validate a run without compiling anything; ``train`` is ``execute(plan(...))``.
 
     Arguments as in ``train``. Raises ``ValueError`` for any bad choice (``RunFolderBusy``
-    when another process holds ``out``); writes nothing.
+    when another process holds ``out``); writes nothing. A user module is traced
+    (``jax.eval_shape``) to check what it returns, never compiled.
     """
     _check_algo(algo, int8)
     from eggroll_rl import envs
 
+    user = _user_network(network, outputs, algo, env, int8)
     if is_gymnasium_target(env):  # stepped on the host: agents/gymnasium_trainers.py
         from eggroll_rl.agents import gymnasium_trainers
 
@@ -225,15 +235,16 @@ def plan(
     else:
         task = envs.make(env)  # unknown ids fail here, naming the closest ones
         check_task(task)  # unsupported spaces and broken reset/step contracts fail here
-    config = _resolve_config(algo, env, config, total_steps, network, preset, int8)
+    config = _resolve_config(algo, env, config, total_steps, None if user else network, preset,
+                             int8)
     if is_gymnasium_target(env):
         trainer = gymnasium_trainers.make_trainer(task, config)
     elif int8:
         trainer = Int8ESTrainer(task, config)
     elif isinstance(config, ESConfig):
-        trainer = ESTrainer(task, config)
+        trainer = ESTrainer(task, config, model=user)
     else:
-        trainer = PPO(task, config)
+        trainer = PPO(task, config, model=user)
     # ES generations are long, so chunks are short; with stop_at, shorter still, so the run
     # stops soon after the threshold is reached.
     if iterations_per_chunk is None:
@@ -270,10 +281,41 @@ def plan(
         record["ranks"] = trainer.ranks()  # per matrix, as used: rank capped at its smaller side
     if int8:
         record["int8"] = True
+    if user is not None:  # the module itself is not JSON: its class, and how it was read
+        record["network"] = user.name
+        record["outputs"] = user.outputs
     run_dir = None if out is None else pathlib.Path(out)
     if run_dir is not None and _primary():
         run_folder.check_fresh(run_dir, overwrite=overwrite)
     return Plan(trainer, loop, run_dir, False, record, bool(overwrite))
+
+
+def _user_network(network, outputs: str, algo: str, env: str, int8: bool):
+    """``network`` as a ``UserNetwork`` when it is the user's own module (None otherwise),
+    checked against what trains it; ``outputs`` only goes with such a module."""
+    from eggroll_rl.envs.actions import POLICY_OUTPUTS
+
+    if outputs not in POLICY_OUTPUTS:
+        raise ValueError(f"outputs must be one of {POLICY_OUTPUTS}, got {outputs!r}.")
+    if not is_user_module(network):
+        if outputs != "auto":
+            raise ValueError(
+                "outputs= says what your own module returns: pass it with network=<your "
+                "flax.linen.Module or flax.nnx.Module instance>."
+            )
+        return None
+    name = type(network).__name__
+    if int8:
+        raise ValueError(
+            f"int8 trains its own integer MLP and cannot take your module ({name}): drop "
+            "int8=True to train it with float EGGROLL, or drop network= for int8."
+        )
+    if is_gymnasium_target(env):
+        raise ValueError(
+            f"your own module ({name}) trains on JAX tasks only, not on the Gymnasium env "
+            f"{env}; use a JAX env id (eggroll_rl.envs.list_envs()) or drop network=."
+        )
+    return UserNetwork(network, outputs)
 
 
 def _primary() -> bool:
@@ -415,6 +457,7 @@ def plan_resume(
     total_steps: Optional[int] = None,
     time_budget: Optional[float] = None,
     restart: bool = False,
+    network: Any = None,
 ) -> Plan:
     """The plan of the run saved in ``run_dir`` (its config.json), to continue it.
 
@@ -428,15 +471,30 @@ def plan_resume(
         restart: when the run has no checkpoint left, or none of them restores, train it
             again from the start with its saved config (its metrics and policy are replaced)
             instead of refusing.
+        network: for a run of the user's own module (its config.json names the class), that
+            module, built as when the run started; None otherwise.
 
     Raises:
         ValueError: one line, for a missing or non-run folder, a shrunk budget, or no
-            checkpoint to resume from without ``restart``; ``RunFolderBusy`` when another
-            process holds the folder.
+            checkpoint to resume from without ``restart``, or a user module's run without its
+            ``network`` (or ours with one); ``RunFolderBusy`` when another process holds the
+            folder.
     """
     run_dir = pathlib.Path(run_dir)
     saved, config = saved_run(run_dir)
     int8 = saved.get("int8", False)
+    module = saved.get("network")
+    if module is not None and network is None:
+        raise ValueError(
+            f"{run_dir} trained your own module {module}: a module cannot be rebuilt from its "
+            f"name, so resume it from Python with resume(run_dir, network=<a "
+            f"{module.rsplit('.', 1)[-1]} instance, built as when the run started>)."
+        )
+    if module is None and network is not None:
+        raise ValueError(
+            f"{run_dir} trained the built-in network of its config.json; drop network= (it "
+            "is for runs of your own modules)."
+        )
     loop = saved["loop"]
     # Runs recorded before time budgets existed had a step budget only: the config's.
     saved_total = loop.get("total_steps", config.total_steps)
@@ -466,6 +524,7 @@ def plan_resume(
         xla_cpu_options=loop.get("xla_cpu_options", False), int8=int8,
         iterations_per_chunk=loop["iterations_per_chunk"],
         checkpoint_every=loop["checkpoint_every"],
+        network=network, outputs=saved.get("outputs", "auto") if network is not None else "auto",
     )
     planned.record["threshold"] = saved.get("threshold", planned.record["threshold"])
     return planned._replace(run_dir=run_dir, resume=not fresh, overwrite=fresh or restart)
@@ -491,7 +550,9 @@ class LoadedPolicy:
 
     @property
     def params(self) -> Any:
-        """The float policy's params (a ``networks.Policy`` params tree); int8: the kernels."""
+        """The float policy's params (a ``networks.Policy`` params tree; for the user's own
+        module its state as a pure dict: the linen variables dict, or NNX's
+        ``nnx.to_pure_dict(nnx.state(module))``); int8: the kernels."""
         return self.saved.kernels if self.int8 else self.saved.params
 
     def act(self, obs: Any) -> np.ndarray:
@@ -555,14 +616,19 @@ class LoadedPolicy:
         )
 
 
-def load(path: PathLike) -> LoadedPolicy:
+def load(path: PathLike, network: Any = None) -> LoadedPolicy:
     """Read a policy written by ``TrainingRun.save`` (or by ``eggroll-rl train``).
 
     Args:
         path: a policy folder (``policy.json`` + ``params.msgpack``) or an int8 ``.npz``.
+        network: for a policy of your own module (its ``policy.json`` names the class), that
+            module, built as in training: a module cannot be rebuilt from its name, so
+            ``load`` without it raises a ``ValueError`` saying so. None for our own networks.
     """
     path = pathlib.Path(path)
     if path.suffix == ".npz":
+        if network is not None:
+            raise ValueError(f"{path} is an int8 policy of our own MLP; drop network=.")
         import zipfile
 
         from eggroll_rl import int8_numpy
@@ -582,7 +648,7 @@ def load(path: PathLike) -> LoadedPolicy:
         return LoadedPolicy(env_id=env_id, saved=policy, _npz=path.read_bytes())
     from eggroll_rl.envs.playback import load_policy
 
-    saved = load_policy(path)
+    saved = load_policy(path, network)
     return LoadedPolicy(env_id=saved.env_id, saved=saved)
 
 
@@ -749,11 +815,21 @@ def _policy(trainer, state, record) -> LoadedPolicy:
         network=network_config(_network(trainer, config)),
         params=jax.tree_util.tree_map(np.asarray, deployed["params"]),
         obs_norm_stats=stats,
+        user_module=_user_module(trainer),
     )
     return LoadedPolicy(env_id=record["env"], saved=saved, _task=trainer.task)
 
 
+def _user_module(trainer) -> Any:
+    """The user's module a trainer trains, or None for our own networks."""
+    model = getattr(trainer, "model", None)
+    return None if model is None else model.module
+
+
 def _network(trainer, config: dict) -> dict:
+    """What ``policy.json`` records of the trained network (``playback.network_config``)."""
+    if getattr(trainer, "model", None) is not None:
+        return trainer.model.describe(trainer.task)
     return {
         "action_size": trainer.task.action_size,
         "continuous": not trainer.task.discrete,
@@ -801,6 +877,7 @@ def train(
     iterations_per_chunk: Optional[int] = None,
     checkpoint_every: int = 5,
     overwrite: bool = False,
+    outputs: str = "auto",
 ) -> TrainingRun:
     """Train ``algo`` on ``env`` and return the run; the same as ``eggroll-rl train``.
 
@@ -823,7 +900,17 @@ def train(
             ``Int8ESConfig`` with ``int8``), or a dict of field overrides applied to the
             defaults, which come from the env's bundled preset when there is one.
         network: hidden widths (e.g. ``(64, 64)``), a dict with "hidden" and/or "layer_norm",
-            or an ``eggroll_rl.networks.Policy`` whose hidden/layer_norm are used.
+            or an ``eggroll_rl.networks.Policy`` whose hidden/layer_norm are used; or your own
+            ``flax.linen.Module`` or ``flax.nnx.Module`` instance, trained as written (the
+            config's ``hidden``/``layer_norm`` are then unused). It is applied to
+            observations ``(batch, *obs_shape)`` and returns logits or an action mean alone
+            or with a value and/or log-std, or a distribution alone or with a value (see
+            ``outputs``). A linen module is initialised per seed with ``zeros((1,
+            *obs_shape))``; an NNX module's own state is every seed's start. Only parameters
+            train; other state passes through (ES) or is refused (PPO). ES ignores a value;
+            PPO needs one (its critic) and learns a log-std vector of its own for continuous
+            actions when the module gives none. Not with ``int8`` or Gymnasium envs. The run
+            folder records the module's class; ``load``/``resume`` then need ``network=``.
         out: run folder for config.json, metrics.csv/jsonl, curve.png, checkpoints and the
             exported policy (None: write nothing). It must not hold another run (see
             ``overwrite``; ``resume`` continues one), and it is locked (``run.lock``) while
@@ -839,6 +926,9 @@ def train(
         checkpoint_every: chunks between checkpoints (with ``out``).
         overwrite: when ``out`` holds an earlier run, delete its config, metrics, checkpoints
             and policy first, so that nothing of it is restored later (default: refuse).
+        outputs: what your own ``network`` module returns (``envs.actions.POLICY_OUTPUTS``):
+            "auto" (default: told from types and shapes), "head", "head_value",
+            "head_log_std", "head_log_std_value" or "distribution".
 
     Returns:
         A ``TrainingRun``.
@@ -848,7 +938,7 @@ def train(
         config=config, network=network, out=out, progress=progress, stop_at=stop_at,
         xla_cpu_options=xla_cpu_options, preset=preset, int8=int8,
         iterations_per_chunk=iterations_per_chunk, checkpoint_every=checkpoint_every,
-        overwrite=overwrite,
+        overwrite=overwrite, outputs=outputs,
     ))
 
 
@@ -859,6 +949,7 @@ def resume(
     total_steps: Optional[int] = None,
     time_budget: Optional[float] = None,
     restart: bool = False,
+    network: Any = None,
 ) -> TrainingRun:
     """Continue the run in ``run_dir`` from its newest good checkpoint, with its saved config;
     it ends exactly where an uninterrupted run would have.
@@ -866,7 +957,8 @@ def resume(
     ``total_steps`` (or ``time_budget``) extends the run: a new budget, at least the saved one,
     recorded in its config.json (PPO's learning-rate annealing horizon moves with it). A run
     with no checkpoint left is refused unless ``restart``, which trains it again from the start
-    with its saved config. See ``plan_resume``.
+    with its saved config. A run of your own module needs it again: ``network=module``. See
+    ``plan_resume``.
     """
     return execute(plan_resume(run_dir, progress=progress, total_steps=total_steps,
-                               time_budget=time_budget, restart=restart))
+                               time_budget=time_budget, restart=restart, network=network))

@@ -23,6 +23,7 @@ from eggroll_rl.envs.rollout import StepCount, check_steps_per_generation, evalu
 from eggroll_rl.envs.task import Task
 from eggroll_rl.networks import Policy
 from eggroll_rl.strategies import Eggroll, EvoState, OpenES
+from eggroll_rl.user_network import UserNetwork
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 NOISE_DTYPES = ("int8", "bfloat16", "float32")
@@ -134,14 +135,25 @@ class ESTrainer:
 
     ``mesh`` (default: ``make_population_mesh(config.devices)``) splits the population over
     devices; the state stays replicated, so results match a one-device run.
+
+    ``model`` (default None: ``networks.Policy`` built from ``config.hidden`` and
+    ``config.layer_norm``) is the user's own ``flax.linen.Module`` or ``flax.nnx.Module``,
+    applied to observations ``(batch, *obs_shape)``; ``outputs`` says what it returns
+    (``envs.actions.POLICY_OUTPUTS``; a value output is ignored). A linen module is
+    initialised per seed with a batched dummy observation ``(1, *obs_shape)``; an NNX module's
+    own state is every seed's starting point. Only parameters evolve (``eggroll_rl.evolvable``).
     """
 
     task: Task
     config: ESConfig
     mesh: Optional[jax.sharding.Mesh] = None
+    model: Any = None
+    outputs: str = "auto"
 
     def __post_init__(self):
         self.config.validate()
+        if self.model is not None and not isinstance(self.model, UserNetwork):
+            object.__setattr__(self, "model", UserNetwork(self.model, self.outputs))
         if self.mesh is None:
             object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
         distributed.check_divisible(self.config.population_size, self.mesh, "es: population_size", group=2)
@@ -155,11 +167,25 @@ class ESTrainer:
         return self.config.algo
 
     @property
-    def network(self) -> Policy:
+    def network(self) -> Any:
+        """The module trained: ``model``'s, or ``networks.Policy`` from the config."""
+        if self.model is not None:
+            return self.model.module
         return Policy(
             self.task.action_size, not self.task.discrete, tuple(self.config.hidden),
             self.config.layer_norm,
         )
+
+    @property
+    def apply_fn(self):
+        """``apply_fn(params, obs)`` for the strategy's member and mean params."""
+        return self.network.apply if self.model is None else self.model.apply_fn
+
+    def _initial_params(self, key: jax.Array) -> Any:
+        obs_shape = self.task.observation_space.shape
+        if self.model is not None:
+            return self.model.init(key, obs_shape)
+        return self.network.init(key, jnp.zeros(obs_shape, jnp.float32))
 
     @property
     def strategy(self):
@@ -182,13 +208,14 @@ class ESTrainer:
     def ranks(self) -> dict[str, int]:
         """The rank each matrix's noise gets, by parameter path: ``rank`` capped at the
         matrix's smaller side (a 2-action head at rank 4 gets 2); empty for OpenES."""
-        obs = jnp.zeros(self.task.observation_space.shape, jnp.float32)
-        return self.strategy.ranks(jax.eval_shape(self.network.init, jax.random.key(0), obs))
+        if self.model is not None and self.model.framework == "nnx":
+            return self.strategy.ranks(self.model.module)  # its own state, nothing to trace
+        return self.strategy.ranks(jax.eval_shape(self._initial_params, jax.random.key(0)))
 
     def init(self, key: jax.Array) -> ESState:
         key, key_net, key_es = jax.random.split(key, 3)
         obs_shape = self.task.observation_space.shape
-        params = self.network.init(key_net, jnp.zeros(obs_shape, jnp.float32))
+        params = self._initial_params(key_net)
         state = ESState(
             evo=self.strategy.init(key_es, params),
             obs_stats=obs_norm.init(obs_shape),
@@ -211,11 +238,12 @@ class ESTrainer:
             self.task,
             strategy,
             population,
-            self.network.apply,
+            self.apply_fn,
             key_rollout,
             episodes_per_member=c.episodes_per_member,
             deterministic=c.deterministic_policy,
             obs_stats=state.obs_stats if c.normalize_obs else None,
+            outputs=self._outputs,
         )
         return self.tell(state, key, population, result)
 
@@ -260,13 +288,23 @@ class ESTrainer:
         c = self.config
         return evaluate(
             self.task,
-            self.network.apply,
+            self.apply_fn,
             self.strategy.mean_params(state.evo),
             key,
             c.eval_episodes,
             deterministic=c.deterministic_policy,
             obs_stats=state.obs_stats if c.normalize_obs else None,
+            outputs=self._outputs,
         ).mean_return
 
+    @property
+    def _outputs(self) -> str:
+        return "auto" if self.model is None else self.model.outputs
+
     def policy(self, state: ESState) -> dict:
-        return {"params": self.strategy.mean_params(state.evo), "obs_stats": state.obs_stats}
+        """What is deployed: the mean params (with a user ``model``: its state as a pure dict,
+        ``UserNetwork.state_dict``) and the observation statistics."""
+        params = self.strategy.mean_params(state.evo)
+        if self.model is not None:
+            params = self.model.state_dict(params)
+        return {"params": params, "obs_stats": state.obs_stats}

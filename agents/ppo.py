@@ -8,6 +8,10 @@ train loop compiles: ``init(key)``, ``train_chunk(state, n)`` (``n`` updates in 
 
 Truncated episodes are bootstrapped with the value of their final observation (taken from the
 task's ``info["final_obs"]``); terminated ones are not.
+
+A user's own actor-critic (``PPO(task, config, model=module)``, or ``agents.train("ppo", env,
+network=module)``) is trained as written: its logits or Gaussian mean, its own value head, and
+its log-std or distribution when it returns one; see ``PPO``.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from flax import struct
 from eggroll_rl import distributed
 from eggroll_rl.agents import config_checks as checks
 from eggroll_rl.agents import distributions
-from eggroll_rl.envs import obs_norm
+from eggroll_rl.envs import actions, obs_norm
 from eggroll_rl.envs.rollout import StepCount, evaluate
 from eggroll_rl.envs.task import Task
 from eggroll_rl.networks import MLP, Policy
+from eggroll_rl.user_network import UserNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +158,17 @@ class Transition(NamedTuple):
     episode_done: jax.Array
 
 
+class _Pi(NamedTuple):
+    """The policy at a batch of observations: ``(head, log_std)``, or a distribution."""
+
+    head: Any = None
+    log_std: Any = None
+    dist: Any = None
+
+
+_CRITIC_CONVENTIONS = ("head_value", "head_log_std_value", "distribution")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class PPO:
     """Pure functions of one PPO configuration on one task (hashable by identity for jit).
@@ -160,17 +176,36 @@ class PPO:
     ``mesh`` (default: ``make_population_mesh(config.devices)``) makes it data-parallel: the
     environment axis of rollouts and minibatches is split over the devices, params stay
     replicated and XLA all-reduces the gradients, so results match a one-device run.
+
+    ``model`` (default None: ``ActorCritic`` from ``config.hidden``/``config.layer_norm``) is
+    the user's own actor-critic, a ``flax.linen.Module`` or ``flax.nnx.Module`` applied to
+    observations ``(batch, *obs_shape)``, that returns ``(logits, value)`` / ``(mean, value)``,
+    ``(mean, log_std, value)``, or ``(distribution, value)`` (``outputs``, default "auto",
+    says which; ``envs.actions.POLICY_OUTPUTS``). Its value (``(batch,)`` or ``(batch, 1)``)
+    is the critic PPO trains; a distribution's ``sample``/``log_prob``/``entropy`` are used as
+    they are; with continuous actions and no log-std output, PPO learns a state-independent
+    log-std vector of its own (``params["log_std"]``, starting at 0) beside the module's
+    parameters (``params["model"]``). Only parameters train: a module with other state
+    (linen collections, NNX batch statistics or RNG state) is refused, as is one with no value
+    output, with a ``ValueError`` at construction (traced, nothing compiled). An NNX module's
+    own parameters are every seed's starting point.
     """
 
     task: Task
     config: PPOConfig
     eval_episodes: int = 10
     mesh: Optional[jax.sharding.Mesh] = None
+    model: Any = None
+    outputs: str = "auto"
 
     name = "ppo"
 
     def __post_init__(self):
         self.config.validate()
+        if self.model is not None:
+            if not isinstance(self.model, UserNetwork):
+                object.__setattr__(self, "model", UserNetwork(self.model, self.outputs))
+            object.__setattr__(self, "_convention", self._critic_convention())
         if self.mesh is None:
             object.__setattr__(self, "mesh", distributed.make_population_mesh(self.config.devices))
         c = self.config
@@ -190,11 +225,103 @@ class PPO:
         )
 
     @property
-    def network(self) -> ActorCritic:
+    def network(self) -> Any:
+        """The module trained: ``ActorCritic`` from the config, or the user's ``model``."""
+        if self.model is not None:
+            return self.model.module
         return ActorCritic(
             self.task.action_size, not self.task.discrete, tuple(self.config.hidden),
             self.config.layer_norm,
         )
+
+    def _critic_convention(self) -> str:
+        """What the user's model returns (one of ``_CRITIC_CONVENTIONS``), from its output's
+        types and shapes at a batch of ``num_envs`` observations (traced, not run).
+
+        Raises:
+            ValueError: the model has no value output, or state other than parameters.
+        """
+        model, c = self.model, self.config
+        obs_shape = tuple(self.task.observation_space.shape)
+        if model.framework == "linen":  # refuses collections other than params
+            model.trainable(jax.eval_shape(lambda key: model.init(key, obs_shape),
+                                           jax.random.key(0)))
+        else:
+            model.trainable(model.module)
+
+        def apply(obs):  # initialised inside the trace: only shapes are computed
+            return model.apply_fn(model.init(jax.random.key(0), obs_shape), obs)
+
+        obs = jax.ShapeDtypeStruct((c.num_envs,) + obs_shape, jnp.float32)
+        convention = actions.resolve_batch_outputs(
+            model.outputs, self.task.action_space, apply, obs
+        )
+        out = jax.eval_shape(apply, obs)
+        if convention not in _CRITIC_CONVENTIONS or (
+            convention == "distribution" and not isinstance(out, (tuple, list))
+        ):
+            raise ValueError(
+                f"ppo needs a critic: {model.name} returns no value ({convention}); return "
+                "(logits, value), (mean, value), (mean, log_std, value) or (distribution, value)."
+            )
+        return convention
+
+    @property
+    def _own_log_std(self) -> bool:
+        """PPO learns the log-std: continuous actions and a user model with no log-std output."""
+        return (
+            self.model is not None and not self.task.discrete
+            and self._convention == "head_value"
+        )
+
+    def _init_params(self, key: jax.Array, obs: jax.Array) -> Any:
+        """Initial params from a batch of observations ``(num_envs, *obs_shape)``."""
+        if self.model is None:
+            return self.network.init(key, obs[0])
+        model = self.model
+        params = {"model": model.trainable(model.init(key, obs.shape[1:]))}
+        if self._own_log_std:
+            params["log_std"] = jnp.zeros((self.task.action_size,), jnp.float32)
+        return params
+
+    def _forward(self, params, obs: jax.Array) -> tuple[_Pi, jax.Array]:
+        """``(policy, value)`` at observations ``(batch, *obs_shape)``: value float ``(batch,)``."""
+        if self.model is None:
+            head, log_std, value = self.network.apply(params, obs)
+            return _Pi(head, log_std), value
+        model = self.model
+        out = model.apply_fn(model.with_trainable(params["model"]), obs)
+        value = actions.value_of(out, self._convention)
+        value = jnp.reshape(value, obs.shape[:1])  # (batch,) or (batch, 1)
+        if self._convention == "distribution":
+            return _Pi(dist=actions.distribution_of(out)), value
+        head, log_std = actions.split_outputs(out, self._convention)
+        if self._own_log_std:
+            log_std = params["log_std"]
+        return _Pi(head, log_std), value
+
+    def _sample(self, pi: _Pi, key: jax.Array, num: int):
+        """``(raw, action)`` for ``num`` observations, as ``distributions.sample`` gives."""
+        space = self.task.action_space
+        if pi.dist is not None:
+            raw = pi.dist.sample(seed=key)
+            return raw, actions.env_action(space, raw, (num,))
+        log_std, keys = pi.log_std, jax.random.split(key, num)
+        if log_std is not None and jnp.ndim(log_std) == jnp.ndim(pi.head):  # one per row
+            return jax.vmap(lambda h, s, k: distributions.sample(space, h, s, k))(
+                pi.head, log_std, keys
+            )
+        return jax.vmap(lambda h, k: distributions.sample(space, h, log_std, k))(pi.head, keys)
+
+    def _log_prob(self, pi: _Pi, raw: jax.Array) -> jax.Array:
+        if pi.dist is not None:
+            return _per_row(pi.dist.log_prob(raw), raw.shape[0])
+        return distributions.log_prob(self.task.action_space, pi.head, pi.log_std, raw)
+
+    def _entropy(self, pi: _Pi, num: int) -> jax.Array:
+        if pi.dist is not None:
+            return _per_row(pi.dist.entropy(), num)
+        return distributions.entropy(self.task.action_space, pi.head, pi.log_std)
 
     @property
     def optimizer(self) -> optax.GradientTransformation:
@@ -212,7 +339,7 @@ class PPO:
         key, key_net, key_env = jax.random.split(key, 3)
         obs, env_state = jax.vmap(self.task.reset)(jax.random.split(key_env, c.num_envs))
         obs, env_state = distributed.shard_rows((obs, env_state), self.mesh)
-        params = distributed.replicate(self.network.init(key_net, obs[0]), self.mesh)
+        params = distributed.replicate(self._init_params(key_net, obs), self.mesh)
         # The per-env trackers are split over devices like the envs, as update returns them, so
         # the state that goes into a compiled chunk has the same shardings at every call.
         discounted, episode_return, last_return = distributed.shard_rows(
@@ -238,24 +365,21 @@ class PPO:
         return obs_norm.normalize(stats, obs) if self.config.normalize_obs else obs
 
     def _collect(self, state: PPOState):
-        c, task, net = self.config, self.task, self.network
-        space = task.action_space
+        c, task = self.config, self.task
 
         def step(carry, _):
             env_state, obs, key, discounted, episode_return, last_return = carry
             env_state, obs = distributed.shard_rows((env_state, obs), self.mesh)
             key, key_act, key_step = jax.random.split(key, 3)
             norm_obs = self._normalize(state.obs_stats, obs)
-            head, log_std, value = net.apply(state.params, norm_obs)
-            raw, action = jax.vmap(lambda h, k: distributions.sample(space, h, log_std, k))(
-                head, jax.random.split(key_act, c.num_envs)
-            )
-            logp = distributions.log_prob(space, head, log_std, raw)
+            pi, value = self._forward(state.params, norm_obs)
+            raw, action = self._sample(pi, key_act, c.num_envs)
+            logp = self._log_prob(pi, raw)
             next_obs, env_state, reward, terminated, truncated, info = jax.vmap(task.step)(
                 jax.random.split(key_step, c.num_envs), env_state, action
             )
             done = jnp.logical_or(terminated, truncated)
-            _, _, final_value = net.apply(
+            _, final_value = self._forward(
                 state.params, self._normalize(state.obs_stats, info["final_obs"])
             )
             episode_return = episode_return + reward
@@ -300,10 +424,10 @@ class PPO:
         return advantages, advantages + transitions.value
 
     def _loss(self, params, obs_stats, batch):
-        c, space = self.config, self.task.action_space
+        c = self.config
         transitions, advantages, targets = batch
-        head, log_std, value = self.network.apply(params, self._normalize(obs_stats, transitions.obs))
-        logp = distributions.log_prob(space, head, log_std, transitions.raw_action)
+        pi, value = self._forward(params, self._normalize(obs_stats, transitions.obs))
+        logp = self._log_prob(pi, transitions.raw_action)
         ratio = jnp.exp(logp - transitions.log_prob)
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         policy_loss = -jnp.mean(
@@ -318,7 +442,7 @@ class PPO:
         value_loss = 0.5 * jnp.mean(
             jnp.maximum((value - targets) ** 2, (clipped_value - targets) ** 2)
         )
-        entropy = jnp.mean(distributions.entropy(space, head, log_std))
+        entropy = jnp.mean(self._entropy(pi, transitions.obs.shape[0]))
         total = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
         return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
 
@@ -359,7 +483,7 @@ class PPO:
             state.discounted_return, state.episode_return, state.last_return
         )
         transitions = distributed.shard_rows(transitions, self.mesh, axis=1)  # (steps, envs)
-        _, _, last_value = self.network.apply(state.params, self._normalize(state.obs_stats, obs))
+        _, last_value = self._forward(state.params, self._normalize(state.obs_stats, obs))
         return_stats = state.return_stats
         reward = transitions.reward
         if c.normalize_reward:
@@ -434,16 +558,31 @@ class PPO:
         return jax.lax.scan(self.update, state, None, num_updates)
 
     def policy(self, state: PPOState):
-        """What is deployed: the actor's params and the observation statistics."""
+        """What is deployed: the actor's params and the observation statistics. With a user
+        ``model``: the whole module's state as a pure dict (``UserNetwork.state_dict``; PPO's
+        own log-std, if any, is not part of it: deployed actions are deterministic)."""
+        if self.model is not None:
+            variables = self.model.with_trainable(state.params["model"])
+            return {"params": self.model.state_dict(variables), "obs_stats": state.obs_stats}
         return {"params": {"params": state.params["params"]["actor"]}, "obs_stats": state.obs_stats}
 
     @property
-    def actor(self) -> Policy:
+    def actor(self) -> Any:
+        """The deployed module: ``networks.Policy`` from the config, or the user's ``model``."""
+        if self.model is not None:
+            return self.model.module
         c = self.config
         return Policy(self.task.action_size, not self.task.discrete, tuple(c.hidden), c.layer_norm)
 
     def evaluate(self, state: PPOState, key: jax.Array) -> jax.Array:
         """Mean return of the actor's mode (argmax / Gaussian mean) on fresh episodes."""
+        obs_stats = state.obs_stats if self.config.normalize_obs else None
+        if self.model is not None:
+            return evaluate(
+                self.task, self.model.apply_fn, self.model.with_trainable(state.params["model"]),
+                key, self.eval_episodes, deterministic=True, obs_stats=obs_stats,
+                outputs=self._convention,
+            ).mean_return
         deployed = self.policy(state)
         return evaluate(
             self.task,
@@ -452,5 +591,12 @@ class PPO:
             key,
             self.eval_episodes,
             deterministic=True,
-            obs_stats=state.obs_stats if self.config.normalize_obs else None,
+            obs_stats=obs_stats,
         ).mean_return
+
+
+def _per_row(values: jax.Array, num: int) -> jax.Array:
+    """A distribution's log-probabilities or entropies ``(num, ...)`` summed to ``(num,)``
+    (e.g. an elementwise ``Normal``'s per action dimension)."""
+    values = jnp.reshape(values, (num, -1))
+    return jnp.sum(values, axis=-1)

@@ -9,6 +9,12 @@ training normalised observations, the running statistics, which ``play`` then ap
 ``eggroll_rl.envs.obs_norm.normalize`` exactly as in training. ``play`` runs it in
 ``eggroll_rl/<name>`` / ``<suite>/<name>`` (our tasks) or any Gymnasium id, returns the episode
 returns, and writes a GIF or MP4 with imageio when asked.
+
+A policy of the user's own Flax module (``agents.train(..., network=module)``) is saved the
+same way, its ``policy.json`` network naming the module's class (``module``: its
+``module.qualname``), framework, output convention and spaces; its params are the module's
+state as a pure dict (``eggroll_rl.user_network``). A module cannot be rebuilt from a name,
+so reading one back needs the module: ``load_policy(path, network=module)``.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ import numpy as np
 from flax import serialization
 
 from eggroll_rl.envs import obs_norm
-from eggroll_rl.envs.actions import select_action
+from eggroll_rl.envs.actions import (
+    distribution_of, env_action, resolve_batch_outputs, select_action, split_outputs,
+)
 from eggroll_rl.networks import Policy
 
 FORMAT = 1
 META_FILE = "policy.json"
 PARAMS_FILE = "params.msgpack"
 NETWORK_KEYS = ("action_size", "continuous", "hidden", "layer_norm")
+USER_NETWORK_KEYS = ("module", "framework", "outputs", "action_size", "continuous", "obs_shape")
 VIDEO_SUFFIXES = (".gif", ".mp4")
 DEFAULT_FPS = 30
 
@@ -41,16 +50,33 @@ PathLike = Union[str, os.PathLike]
 
 @dataclasses.dataclass(frozen=True)
 class SavedPolicy:
-    """What ``load_policy`` returns: everything needed to act, and nothing else."""
+    """What ``load_policy`` returns: everything needed to act, and nothing else.
+
+    ``user_module`` is the user's own Flax module when ``network`` describes one (its
+    ``"module"`` key), else None; ``params`` is then that module's state as a pure dict.
+    """
 
     env_id: str
     network: dict
     params: Any
     obs_norm_stats: Optional[obs_norm.RunningStats] = None
+    user_module: Any = None
 
     @property
-    def module(self) -> Policy:
-        """The ``eggroll_rl.networks.Policy`` these params belong to."""
+    def user(self) -> Any:
+        """The ``user_network.UserNetwork`` of ``user_module`` (None without one)."""
+        if self.user_module is None:
+            return None
+        from eggroll_rl.user_network import UserNetwork
+
+        return UserNetwork(self.user_module, self.network.get("outputs", "auto"))
+
+    @property
+    def module(self) -> Any:
+        """The module these params belong to: ``user_module``, or the
+        ``eggroll_rl.networks.Policy`` that ``network`` describes."""
+        if self.user_module is not None:
+            return self.user_module
         return Policy(
             action_size=self.network["action_size"],
             continuous=self.network["continuous"],
@@ -60,7 +86,20 @@ class SavedPolicy:
 
 
 def network_config(network: Union[Policy, Mapping[str, Any]]) -> dict:
-    """The JSON-able description of a ``Policy`` (or a dict of its arguments, checked)."""
+    """The JSON-able description of a ``Policy`` (or a dict of its arguments, checked), or of
+    a user's module (a dict with ``USER_NETWORK_KEYS``, ``UserNetwork.describe``)."""
+    if isinstance(network, Mapping) and "module" in network:
+        missing = [key for key in USER_NETWORK_KEYS if key not in network]
+        if missing:
+            raise ValueError(f"the network config of a user module lacks {missing}.")
+        return {
+            "module": str(network["module"]),
+            "framework": str(network["framework"]),
+            "outputs": str(network["outputs"]),
+            "action_size": int(network["action_size"]),
+            "continuous": bool(network["continuous"]),
+            "obs_shape": [int(size) for size in network["obs_shape"]],
+        }
     if isinstance(network, Policy):
         network = {key: getattr(network, key) for key in NETWORK_KEYS}
     missing = [key for key in NETWORK_KEYS if key not in network]
@@ -118,14 +157,21 @@ def save_policy(
     return path
 
 
-def load_policy(path: PathLike) -> SavedPolicy:
+def load_policy(path: PathLike, network: Any = None) -> SavedPolicy:
     """Read a folder written by ``save_policy``, checked against its own network config.
+
+    Args:
+        path: the policy folder.
+        network: for a policy of the user's own module (its ``policy.json`` names the class),
+            that module (a ``flax.linen.Module`` or ``flax.nnx.Module`` instance built as in
+            training; its params are replaced by the saved ones). None for our own network.
 
     Raises:
         FileNotFoundError: ``path`` lacks ``policy.json`` or ``params.msgpack``.
         ValueError: one line naming the file, when a file does not decode, or the params do not
             match the network in ``policy.json`` (a missing, unused or misshapen leaf, e.g.
-            LayerNorm params with ``layer_norm: false``), or a value is not finite.
+            LayerNorm params with ``layer_norm: false``) or the given module, or a value is not
+            finite; or when a user module's policy is read without ``network`` (or ours with).
     """
     path = pathlib.Path(path)
     missing = [name for name in (META_FILE, PARAMS_FILE) if not (path / name).is_file()]
@@ -150,9 +196,10 @@ def load_policy(path: PathLike) -> SavedPolicy:
     if "env_id" not in meta or not isinstance(meta.get("network"), dict):
         raise ValueError(f"{meta_path} lacks 'env_id' or 'network'; re-export the policy.")
     try:
-        network = network_config(meta["network"])
+        config = network_config(meta["network"])
     except (ValueError, TypeError) as error:
         raise ValueError(f"{meta_path}: {error}") from None
+    _check_network_argument(path, config, network)
     try:
         payload = serialization.msgpack_restore(params_path.read_bytes())
     except Exception as error:  # msgpack raises its own types (ExtraData, FormatError, ...)
@@ -165,18 +212,45 @@ def load_policy(path: PathLike) -> SavedPolicy:
     stats = payload.get("obs_stats")
     saved = SavedPolicy(
         env_id=meta["env_id"],
-        network=network,
+        network=config,
         params=payload["params"],
         obs_norm_stats=None if stats is None else _stats(stats),
+        user_module=network,
     )
     check_params(saved, str(params_path))
     return saved
+
+
+def _check_network_argument(path: pathlib.Path, config: dict, network: Any) -> None:
+    """A user module's policy needs its module; ours takes none."""
+    if "module" in config and network is None:
+        name = config["module"]
+        raise ValueError(
+            f"{path} holds a policy of your own {config['framework']} module {name}: a module "
+            f"cannot be rebuilt from its name, so pass it: load(path, network=<a "
+            f"{name.rsplit('.', 1)[-1]} instance, built as in training>)."
+        )
+    if "module" not in config and network is not None:
+        raise ValueError(
+            f"{path} holds an eggroll_rl.networks.Policy described by its {META_FILE}; drop "
+            "network= (it is for policies of your own modules)."
+        )
+    if network is not None:
+        from eggroll_rl.user_network import is_user_module
+
+        if not is_user_module(network):
+            raise ValueError(
+                f"network must be the flax.linen.Module or flax.nnx.Module instance trained, "
+                f"got {type(network).__name__}."
+            )
 
 
 def check_params(saved: SavedPolicy, where: str) -> None:
     """Raise ``ValueError`` (one line, naming ``where``) unless ``saved.params`` is exactly the
     params tree of ``saved.module`` (same leaves and shapes, float values, all finite) and its
     observation statistics, if any, are finite and of the network's input size."""
+    if saved.user_module is not None:
+        return _check_user_params(saved, where)
     leaves = dict(_flat(saved.params))
     kernels = [(name, leaf) for name, leaf in leaves.items() if name.endswith("/kernel")]
     first = min(kernels, default=None, key=lambda item: _layer_order(item[0]))
@@ -225,6 +299,48 @@ def check_params(saved: SavedPolicy, where: str) -> None:
             )
 
 
+def _check_user_params(saved: SavedPolicy, where: str) -> None:
+    """``check_params`` for a user module: the saved state has exactly the leaves and shapes
+    of the given module's (initialised for the saved observation shape), float leaves are
+    finite, and the observation statistics fit that shape."""
+    obs_shape = tuple(saved.network["obs_shape"])
+    leaves = dict(_flat(saved.params))
+    expected = dict(_flat(saved.user.expected_state_dict(obs_shape)))
+    problems = []
+    absent = sorted(set(expected) - set(leaves))
+    unused = sorted(set(leaves) - set(expected))
+    if absent:
+        problems.append(f"missing {', '.join(absent)}")
+    if unused:
+        problems.append(f"unused {', '.join(unused)}")
+    for name in sorted(set(leaves) & set(expected)):
+        got, want = tuple(np.shape(leaves[name])), tuple(expected[name].shape)
+        if got != want:
+            problems.append(f"{name} has shape {got}, expected {want}")
+    if problems:
+        raise ValueError(
+            f"{where} does not match the module given ({saved.user.name}; saved from "
+            f"{saved.network['module']}): {'; '.join(problems)}."
+        )
+    for name, leaf in leaves.items():
+        values = np.asarray(leaf)
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"{where}: {name} holds non-finite values (NaN or inf); the policy is corrupt "
+                "or comes from a diverged run: re-export a good one."
+            )
+    stats = saved.obs_norm_stats
+    if stats is not None:
+        for name in ("count", "mean", "var"):
+            if not np.all(np.isfinite(np.asarray(getattr(stats, name)))):
+                raise ValueError(f"{where}: the observation statistics' {name} is not finite.")
+        if np.shape(stats.mean) != obs_shape or np.shape(stats.var) != obs_shape:
+            raise ValueError(
+                f"{where}: observation statistics of shape {np.shape(stats.mean)}, but the "
+                f"policy reads observations of shape {obs_shape}."
+            )
+
+
 def _flat(tree) -> list:
     """``(path, leaf)`` pairs of a params tree, paths as ``params/MLP_0/EggrollDense_0/kernel``."""
     return [
@@ -253,8 +369,11 @@ def _make_env(env_id: str, render_mode: Optional[str]) -> gymnasium.Env:
 
 
 def _actor(saved: SavedPolicy, space: gymnasium.spaces.Space, deterministic: bool):
+    """``act(params, obs, key)``: one action for one observation, jitted."""
     from eggroll_rl.envs.gymnasium_target import policy_action_space
 
+    if saved.user_module is not None:
+        return _user_actor(saved, policy_action_space(space), deterministic)
     module, stats, space = saved.module, saved.obs_norm_stats, policy_action_space(space)
 
     @jax.jit
@@ -263,6 +382,33 @@ def _actor(saved: SavedPolicy, space: gymnasium.spaces.Space, deterministic: boo
         head, log_std = module.apply(
             params, obs if stats is None else obs_norm.normalize(stats, obs)
         )
+        log_std = jnp.zeros_like(head) if log_std is None else log_std
+        return select_action(space, head, log_std, key, deterministic)
+
+    return act
+
+
+def _user_actor(saved: SavedPolicy, space: gymnasium.spaces.Space, deterministic: bool):
+    """``_actor`` for a user module: applied to a batch of one observation (as in training),
+    its outputs read by their convention; a distribution acts by ``mode()`` or ``sample``."""
+    user, stats = saved.user, saved.obs_norm_stats
+
+    @jax.jit
+    def act(params, obs, key):
+        obs = jnp.asarray(obs, jnp.float32)
+        obs = (obs if stats is None else obs_norm.normalize(stats, obs))[None]
+        convention = resolve_batch_outputs(
+            user.outputs, space, lambda x: user.apply_state_dict(params, x), obs
+        )
+        out = user.apply_state_dict(params, obs)
+        if convention == "distribution":
+            dist = distribution_of(out)
+            raw = dist.mode() if deterministic else dist.sample(seed=key)
+            return env_action(space, raw, (1,))[0]
+        head, log_std = split_outputs(out, convention)
+        if log_std is not None and jnp.ndim(log_std) == jnp.ndim(head):  # one per observation
+            log_std = log_std[0]
+        head = head[0]
         log_std = jnp.zeros_like(head) if log_std is None else log_std
         return select_action(space, head, log_std, key, deterministic)
 
@@ -308,14 +454,17 @@ def play(
     """Play ``episodes`` episodes and return their returns; optionally record them.
 
     ``policy`` is a saved-policy folder, a ``SavedPolicy``, or raw params (then ``network``,
-    and ``env_id``, are required, and ``obs_norm_stats`` optional). ``env_id`` defaults to the
+    and ``env_id``, are required, and ``obs_norm_stats`` optional). A folder saved from the
+    user's own module needs that module as ``network``. ``env_id`` defaults to the
     saved one and may be any Gymnasium id, ``gymnasium/<Id>`` or one of our ids. The env is
     reset with ``seed`` once, then without a seed between episodes (Gymnasium's convention);
     ``max_steps`` cuts each episode short. ``video_path`` (``.gif`` or ``.mp4``) records every
     frame with ``render_mode="rgb_array"`` at ``fps`` (default: the env's ``render_fps``).
     """
     if isinstance(policy, (str, os.PathLike)):
-        saved = load_policy(policy)
+        from eggroll_rl.user_network import is_user_module
+
+        saved = load_policy(policy, network if is_user_module(network) else None)
     elif isinstance(policy, SavedPolicy):
         saved = policy
     else:

@@ -30,7 +30,9 @@ import numpy as np
 from flax import struct
 
 from eggroll_rl.envs import obs_norm
-from eggroll_rl.envs.actions import resolve_outputs, select_action, split_outputs
+from eggroll_rl.envs.actions import (
+    distribution_of, env_action, resolve_outputs, select_action, split_outputs,
+)
 from eggroll_rl.envs.task import Task
 
 PolicyFn = Callable[[jax.Array], tuple[jax.Array, Optional[jax.Array]]]
@@ -142,17 +144,22 @@ def run_episodes(
     max_steps: Optional[int] = None,
     stop_when_done: bool = True,
     outputs: str = "auto",
+    act_fn: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
 ) -> Episodes:
     """Run the first episode of each of ``slots = (N, k)`` envs; the loop under ``rollout``.
 
     ``policy`` maps observations ``(N, k, *obs_shape)`` (normalised with ``obs_stats`` when
     given) to the head ``(N, k, action_size)`` alone, or to a pair: ``(head, log_std)`` with
     log-std ``(action_size,)``, ``(N, action_size)`` or ``(N, k, action_size)``, or None for
-    discrete actions; or ``(head, value)``, the value ignored. ``outputs`` says which
-    (``actions.POLICY_OUTPUTS``; "auto" tells them apart by shape, ``actions.resolve_outputs``).
-    Episodes
-    end at termination, at the task's truncation, or after ``max_steps`` steps. The loop runs
-    chunks of ``steps_per_check(horizon)`` steps while some slot is alive; with
+    discrete actions; or ``(head, value)`` / ``(head, log_std, value)``, the value ignored.
+    ``outputs`` says which (``actions.POLICY_OUTPUTS``; "auto" tells them apart by shape,
+    ``actions.resolve_outputs``). A policy whose output is a distribution (alone or with a
+    value) acts through ``act_fn(obs, keys)``: ``keys`` holds one PRNG key per member
+    ``(N,)``, and it returns each slot's draw (or mode, when deterministic) ``(N, k)`` /
+    ``(N, k, A)``, computed inside the member's own call so that no distribution object
+    crosses a ``vmap`` (its shape metadata would not follow); ``rollout`` and ``evaluate``
+    give it. Episodes end at termination, at the task's truncation, or after ``max_steps``
+    steps. The loop runs chunks of ``steps_per_check(horizon)`` steps while some slot is alive; with
     ``stop_when_done=False`` it always runs the full horizon instead, as a loop with a fixed
     trip count and no data-dependent condition (fixed cost; the results are the same).
 
@@ -173,6 +180,11 @@ def run_episodes(
     track_stats = obs_stats is not None and update_stats
     chunk = steps_per_check(horizon)
     convention = _policy_convention(task, policy, obs, outputs)
+    if convention == "distribution" and act_fn is None:
+        raise ValueError(
+            "the policy returns a distribution: run_episodes acts on it through act_fn(obs, "
+            "keys) (rollout and evaluate give one); pass act_fn, or return logits / a mean."
+        )
 
     # Steps past the horizon can only happen in the last chunk, and only when the chunk size
     # does not divide the horizon; they are masked like the steps of a finished slot.
@@ -182,9 +194,13 @@ def run_episodes(
         t, env_state, obs, alive, returns, lengths, stats = carry
         key_act, key_env = jax.random.split(jax.random.fold_in(key_run, t))
         seen = obs if obs_stats is None else obs_norm.normalize(obs_stats, obs)
-        head, log_std = split_outputs(policy(seen), convention)
-        log_std = _per_slot_log_std(task, head, log_std, slots, deterministic)
-        actions = select(head, log_std, _slot_keys(key_act, slots))
+        if convention == "distribution":
+            raw = act_fn(seen, jax.random.split(key_act, num_members))
+            actions = env_action(task.action_space, raw, slots)
+        else:
+            head, log_std = split_outputs(policy(seen), convention)
+            log_std = _per_slot_log_std(task, head, log_std, slots, deterministic)
+            actions = select(head, log_std, _slot_keys(key_act, slots))
         obs_next, env_state, reward, terminated, truncated, _ = env_step(
             _slot_keys(key_env, slots), env_state, actions
         )
@@ -341,6 +357,28 @@ def _stacked(out: Any) -> Any:
     return jax.tree_util.tree_map(lambda y: jnp.asarray(y)[None], out)
 
 
+def _acting(apply_fn: Callable, deterministic: bool, impl: Any) -> Callable:
+    """``(params, (obs, key)) -> draws``: the mode (``deterministic``) or a sample of the
+    distribution ``apply_fn(params, obs)`` returns (alone or first of a pair), for one member.
+    ``key`` is raw key data, rewrapped with ``impl`` (None: a raw key already)."""
+
+    def act(params, inputs):
+        obs, key = inputs
+        dist = distribution_of(apply_fn(params, obs))
+        if deterministic:
+            return dist.mode()
+        return dist.sample(seed=key if impl is None else jax.random.wrap_key_data(key, impl=impl))
+
+    return act
+
+
+def _key_parts(keys: jax.Array) -> tuple[jax.Array, Any]:
+    """``(raw key data, impl)`` of typed keys; raw keys come back as they are, impl None."""
+    if jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(keys), jax.random.key_impl(keys)
+    return keys, None
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
@@ -354,6 +392,11 @@ def _rollout(
 ) -> RolloutResult:
     if episodes_per_member < 1:
         raise ValueError(f"episodes_per_member must be >= 1, got {episodes_per_member}.")
+    def act_fn(obs, keys):  # distribution outputs: each member draws its own actions
+        data, impl = _key_parts(keys)
+        acting = _acting(apply_fn, deterministic, impl)
+        return strategy.population_apply(population, acting, (obs, data))
+
     episodes = run_episodes(
         task,
         lambda obs: strategy.population_apply(population, apply_fn, obs),
@@ -364,6 +407,7 @@ def _rollout(
         max_steps=max_steps,
         stop_when_done=stop_when_done,
         outputs=outputs,
+        act_fn=act_fn,
     )
     return RolloutResult(
         fitness=episodes.returns.mean(axis=1),
@@ -394,9 +438,12 @@ def rollout(
     given: pytree, linen variables dict, or NNX module) and its ``(k, *obs_shape)``
     observations, as ``evaluate``'s does. It returns logits or an action mean ``(k, A)``
     alone, ``(head, log_std)`` like ``eggroll_rl.networks.Policy`` (log-std None for discrete
-    actions, else ``(A,)`` or ``(k, A)``), or ``(head, value)`` as actor-critics do (the value
-    is ignored); ``outputs`` (``envs.actions.POLICY_OUTPUTS``) says which, "auto" tells them
-    apart by shape and raises when it cannot. ``task`` and ``strategy`` are static;
+    actions, else ``(A,)`` or ``(k, A)``), ``(head, value)`` or ``(head, log_std, value)`` as
+    actor-critics do (the value is ignored), or a distribution (``actions.is_distribution``),
+    alone or as ``(distribution, value)``: its ``mode()`` when ``deterministic``, else
+    ``sample(seed=key)``, clipped to the space like the others. ``outputs``
+    (``envs.actions.POLICY_OUTPUTS``) says which, "auto" tells them apart by type and shape and
+    raises when it cannot. ``task`` and ``strategy`` are static;
     ``apply_fn`` is compared as a ``SameFunction``, so a new lambda around the same model
     does not recompile. ``obs_stats``, when given, normalises what the policy sees and comes
     back updated with every observation of every live step of the whole population.
@@ -432,6 +479,10 @@ def _evaluate(
 ) -> Evaluation:
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}.")
+    def act_fn(obs, keys):  # distribution outputs
+        data, impl = _key_parts(keys)
+        return _acting(apply_fn, deterministic, impl)(params, (obs[0], data[0]))[None]
+
     episodes = run_episodes(
         task,
         lambda obs: _stacked(apply_fn(params, obs[0])),
@@ -443,6 +494,7 @@ def _evaluate(
         max_steps=max_steps,
         stop_when_done=stop_when_done,
         outputs=outputs,
+        act_fn=act_fn,
     )
     returns, lengths = episodes.returns[0], episodes.lengths[0]
     return Evaluation(
