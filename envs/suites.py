@@ -26,15 +26,24 @@ OPTIONAL_EXTRAS: dict[str, tuple[str, str]] = {
 OPTIONAL_ADAPTERS: dict[str, str] = {
     "craftax": "eggroll_rl.envs.craftax_tasks",
     "jumanji": "eggroll_rl.envs.jumanji_tasks",
+    "kinetix": "eggroll_rl.envs.kinetix_tasks",
     "navix": "eggroll_rl.envs.navix_tasks",
 }
 
 # Suites whose package cannot be installed beside this project's jax: prefix -> why.
-UNINSTALLABLE: dict[str, str] = {
+UNINSTALLABLE: dict[str, str] = {}
+
+# Suites that install in more than one command: prefix -> the commands, in order. kinetix-env
+# 3.0.2 declares jax<=0.9.0 and jax2d==1.0.1 but runs on our jax with jax2d 1.0.2 (which the
+# extra installs), so it goes in without its declared dependencies.
+INSTALL_COMMANDS: dict[str, tuple[str, ...]] = {
+    "kinetix": ('pip install -e ".[kinetix]"', "pip install --no-deps kinetix-env==3.0.2"),
+}
+# Why a suite's plain `pip install` must be avoided: prefix -> warning.
+INSTALL_WARNINGS: dict[str, str] = {
     "kinetix": (
-        "kinetix-env (the Kinetix suite) requires jax<=0.9.0 (jax<0.10) and cannot be installed "
-        "beside this project's jax>=0.10.2, so no kinetix adapter ships: "
-        "pip install -e \".[kinetix]\" fails to resolve until kinetix-env supports jax 0.10"
+        "a plain `pip install kinetix-env` would downgrade jax to 0.9 (kinetix-env declares "
+        "jax<=0.9.0): always add --no-deps"
     ),
 }
 
@@ -69,6 +78,13 @@ def missing_extra(env_id: str) -> Optional[str]:
         )
     if _installed(package):
         return None
+    if suite in INSTALL_COMMANDS:
+        commands = INSTALL_COMMANDS[suite]
+        warning = f"; {INSTALL_WARNINGS[suite]}" if suite in INSTALL_WARNINGS else ""
+        return (
+            f"{env_id} needs the optional package {package!r}: install it with "
+            f"{len(commands)} commands, {' then '.join(commands)}{warning}."
+        )
     return (
         f"{env_id} needs the optional package {package!r}: install it with "
         f"pip install -e \".[{extra}]\" (or \".[suites]\" for every suite of the paper)."

@@ -3,10 +3,23 @@
 A claim such as "EGGROLL matches OpenES and is faster per step" needs the algorithms run the
 same way: same env, same budget, same seeds (vmapped in one program per algorithm), the same
 evaluation of the mean policy. Each (env, algo) pair appends its rows to ``results.csv`` and
-updates ``meta.json``, ``summary.md`` and ``curves.png`` as soon as it finishes, so a crash
-loses only the pair that was running (whose ``runs/`` folder keeps checkpoints it resumes
-from), and a rerun skips the finished pairs. Configs come from the env's preset
+updates ``meta.json``, ``summary.md`` and ``curves.png`` as soon as it finishes, and a rerun
+skips the finished pairs. Configs come from the env's preset
 (``eggroll_rl.experiments.preset_files``); ``--set`` changes a field for a quick test.
+
+Long runs. A pair's seeds are not run one after another: they advance together in one
+vmapped program, whose state (every seed's) is checkpointed in ``runs/<env>/<algo>/`` every
+``checkpoint_every`` chunks and every 5 minutes of training. A killed compare therefore loses
+at most the work since the pair's last checkpoint: the rerun resumes that pair for all its
+seeds at once, from the checkpoint, and ends exactly where an uninterrupted run would (a pair
+killed before its first checkpoint starts again); there is no finished seed to skip, because
+no seed finishes before the others. After each pair, and at chunk ends (at most one line every
+``status_seconds``), a line says how many pairs and env steps of the plan are done and
+estimates the time to completion from the throughput measured so far for each algorithm
+(OpenES is much slower per env step than EGGROLL), assuming the remaining pairs run at those
+rates. One compare process owns an output folder: it holds ``run.lock`` there
+(``agents.run_folder.RunLock``) while it runs, and a second compare on the same ``--out``
+fails at once with one line.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import time
 import tomllib
 from typing import Callable, Optional, Sequence
 
@@ -38,9 +52,9 @@ PAPER_ENVS = (
     "jumanji/Game2048-v1",
     "jumanji/Knapsack-v1",
     "jumanji/Snake-v1",
-    "kinetix/l/hard_pinball",
-    "kinetix/m/h17_thrustcontrol_left",
-    "kinetix/s/h1_thrust_over_ball",
+    "kinetix/l-hard_pinball",
+    "kinetix/m-h17_thrustcontrol_left",
+    "kinetix/s-h1_thrust_over_ball",
     "navix/DoorKey-8x8",
     "navix/Dynamic-Obstacles-6x6-Random",
     "navix/FourRooms",
@@ -72,24 +86,212 @@ class Plan:
     iterations_per_chunk: Optional[int] = None
     progress: bool = True
     command: str = ""
+    checkpoint_every: int = 10  # chunks between a pair's checkpoints (also every 5 minutes)
+    status_seconds: float = 60.0  # at most one progress line per this many seconds at chunk ends
 
 
-def run_plan(plan: Plan, log: Callable[[str], None] = print) -> dict:
-    """Run every unfinished (env, algo) pair of ``plan``; returns the final meta.json dict."""
+class Interrupted(Exception):
+    """A SIGINT/SIGTERM stopped a pair at a chunk's end, after saving its checkpoint: the pair
+    is not finished, and rerunning the same command resumes it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+def human(value: float) -> str:
+    """``1234567`` -> ``1.23M``, ``12.5`` -> ``12``: three significant digits at most."""
+    value = float(value)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size * 0.9995:  # 999,999 is 1M, not 1e+03k
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{int(value)}"
+
+
+def duration(seconds: float) -> str:
+    """``7384`` -> ``2h03m``; ``95`` -> ``1m35s``; ``42`` -> ``42s``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def eta(remaining: dict[str, int], rates: dict[str, float]) -> tuple[float, list[str]]:
+    """Seconds left if each algorithm's ``remaining`` env steps run at its measured rate (env
+    steps per second), and the algorithms with steps left but no rate yet (not counted)."""
+    seconds, unknown = 0.0, []
+    for algo, steps in remaining.items():
+        if steps <= 0:
+            continue
+        if rates.get(algo):
+            seconds += steps / rates[algo]
+        else:
+            unknown.append(algo)
+    return seconds, unknown
+
+
+class Status:
+    """How much of a plan is done and how long the rest should take: one line per event.
+
+    The plan is every (env, algo) pair with its env steps (budget x seeds; envs skipped as
+    unavailable leave it). Throughput is measured per algorithm, as env steps over seconds of
+    the pairs it ran: in this process, from a pair's start (compile included) or, for a resumed
+    pair, from its first chunk end; before this process, each finished pair's recorded
+    ``wall_s + compile_s``. The estimate assumes the remaining pairs of each algorithm run at
+    its measured rate (envs differ in cost, so it is rough until every algorithm has run on
+    several envs).
+    """
+
+    def __init__(self, planned: dict, log: Callable[[str], None], every: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.planned = dict(planned)  # (env, algo) -> env steps, all seeds (None: unknown)
+        self.done: dict = {}  # (env, algo) -> env steps done
+        self.finished: set = set()
+        self.measured: dict[str, list[float]] = {}  # algo -> [env steps, seconds]
+        self.log, self.every, self.clock = log, every, clock
+        self._base: dict = {}  # running pair -> (steps, time) its live measure starts from
+        self._last_line = None
+
+    @classmethod
+    def of_plan(cls, plan: Plan, meta: dict, log: Callable[[str], None]) -> "Status":
+        planned = {}
+        for env_id in plan.env_ids:
+            budget = _budget(plan, preset_files.for_env(env_id))
+            for algo in plan.algos:
+                planned[(env_id, algo)] = None if budget is None else budget * len(plan.seeds)
+        status = cls(planned, log, plan.status_seconds)
+        for (env_id, algo) in planned:
+            done = meta.get("envs", {}).get(env_id, {}).get("algos", {}).get(algo)
+            if done is None:
+                continue
+            steps = done["total_steps"] * len(done["seeds"])
+            status.done[(env_id, algo)] = steps
+            status.finished.add((env_id, algo))
+            status._measure(algo, steps, done.get("wall_s", 0) + done.get("compile_s", 0))
+        return status
+
+    def _measure(self, algo: str, steps: float, seconds: float) -> None:
+        if seconds > 0 and steps > 0:
+            total = self.measured.setdefault(algo, [0.0, 0.0])
+            total[0] += steps
+            total[1] += seconds
+
+    def drop_env(self, env_id: str) -> None:
+        """An unavailable env: its pairs leave the plan."""
+        for pair in [pair for pair in self.planned if pair[0] == env_id]:
+            self.planned.pop(pair)
+            self.done.pop(pair, None)
+
+    def start(self, pair: tuple, resumed: bool = False) -> None:
+        """``pair`` starts (or resumes: measured from its first chunk end on)."""
+        if not resumed:
+            self._base[pair] = (0, self.clock())
+            self.done[pair] = 0
+
+    def chunk(self, pair: tuple, steps: int) -> None:
+        """``pair`` has done ``steps`` env steps (all seeds); a line if one is due."""
+        self.done[pair] = steps
+        if pair not in self._base:
+            self._base[pair] = (steps, self.clock())
+        now = self.clock()
+        if self._last_line is None or now - self._last_line >= self.every:
+            self._last_line = now
+            total = self.planned.get(pair)
+            of = f"/{human(total)}" if total else ""
+            self.log(f"{pair[0]} {pair[1]}: {human(steps)}{of} env steps | {self.line()}")
+
+    def finish(self, pair: tuple) -> None:
+        """``pair`` is done: its live measure joins its algorithm's, and a line is logged."""
+        base_steps, base_time = self._base.pop(pair, (None, None))
+        steps = self.planned.get(pair) or self.done.get(pair, 0)
+        now = self.clock()
+        if base_time is not None:
+            self._measure(pair[1], steps - base_steps, now - base_time)
+        self.done[pair] = steps
+        self.finished.add(pair)
+        self._last_line = now
+        self.log(f"{pair[0]} {pair[1]}: done | {self.line()}")
+
+    def rates(self) -> dict[str, float]:
+        """Env steps per second per algorithm, the running pairs' progress included."""
+        totals = {algo: list(value) for algo, value in self.measured.items()}
+        now = self.clock()
+        for pair, (base_steps, base_time) in self._base.items():
+            steps, seconds = self.done.get(pair, 0) - base_steps, now - base_time
+            if steps > 0 and seconds > 0:
+                total = totals.setdefault(pair[1], [0.0, 0.0])
+                total[0] += steps
+                total[1] += seconds
+        return {algo: steps / seconds for algo, (steps, seconds) in totals.items() if seconds > 0}
+
+    def line(self) -> str:
+        """``plan: 2/9 pairs, 1.2M/45M env steps (3%); ETA 3h12m at eggroll 12.3k, openes 1.1k,
+        ppo 8.1k env steps/s, assuming ...``: the plan's state and its estimated time left."""
+        known = [steps for steps in self.planned.values() if steps]
+        total = sum(known)
+        done = sum(min(self.done.get(pair, 0), steps or 0) for pair, steps in self.planned.items())
+        finished = len(self.finished & set(self.planned))
+        text = f"plan: {finished}/{len(self.planned)} pairs, {human(done)}/{human(total)} env steps"
+        if total:
+            text += f" ({100 * done / total:.0f}%)"
+        remaining: dict[str, int] = {}  # algo -> env steps left, in the plan's order
+        for pair, steps in self.planned.items():
+            left = steps - min(self.done.get(pair, 0), steps) if steps else 0
+            if pair not in self.finished and left > 0:
+                remaining[pair[1]] = remaining.get(pair[1], 0) + left
+        if not remaining:
+            return text
+        rates = self.rates()
+        seconds, unknown = eta(remaining, rates)
+        speeds = ", ".join(f"{algo} {human(rates[algo])}" if algo in rates else f"{algo} ?"
+                           for algo in remaining)
+        if len(unknown) == len(remaining):
+            return f"{text}; ETA after a first measure of {', '.join(unknown)}"
+        more = f" + the {', '.join(unknown)} pairs (no rate yet)" if unknown else ""
+        return (f"{text}; ETA {duration(seconds)}{more} at {speeds} env steps/s, assuming the "
+                "remaining pairs run at these measured rates")
+
+
+def _say(message: str) -> None:
+    """Print one line without breaking a progress bar that is being drawn."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message)
+
+
+def run_plan(plan: Plan, log: Callable[[str], None] = _say) -> dict:
+    """Run every unfinished (env, algo) pair of ``plan``; returns the final meta.json dict.
+
+    Raises:
+        RunFolderBusy: (a ``ValueError``) another live process holds ``plan.out``'s lock.
+    """
+    from eggroll_rl.agents.run_folder import RunLock
+
     out = pathlib.Path(plan.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = _read_meta(out)
-    meta.update(_machine())
-    meta["command"] = plan.command or meta.get("command", "")
-    meta.setdefault("history", []).append({"command": meta["command"], "date": meta["date"]})
-    meta.setdefault("envs", {})
-    for env_id in plan.env_ids:
-        _run_env(plan, env_id, meta, log)
-    _write_outputs(out, meta)
+    with RunLock(out):
+        meta = _read_meta(out)
+        meta.update(_machine())
+        meta["command"] = plan.command or meta.get("command", "")
+        meta.setdefault("history", []).append({"command": meta["command"], "date": meta["date"]})
+        meta.setdefault("envs", {})
+        status = Status.of_plan(plan, meta, log)
+        for env_id in plan.env_ids:
+            _run_env(plan, env_id, meta, log, status)
+        _write_outputs(out, meta)
     return meta
 
 
-def _run_env(plan: Plan, env_id: str, meta: dict, log) -> None:
+def _budget(plan: Plan, preset) -> Optional[int]:
+    """The env-step budget per seed: ``--total-steps``, else the preset's (None: neither)."""
+    budget = plan.total_steps
+    if budget is None and preset is not None:
+        budget = (plan.cpu_budget and preset.cpu_steps) or preset.total_steps
+    return budget
+
+
+def _run_env(plan: Plan, env_id: str, meta: dict, log, status: "Status") -> None:
     from eggroll_rl import envs
 
     out = pathlib.Path(plan.out)
@@ -100,12 +302,11 @@ def _run_env(plan: Plan, env_id: str, meta: dict, log) -> None:
     except (ValueError, ImportError) as error:
         info["skipped"] = str(error)
         log(f"skip {env_id}: {error}")
+        status.drop_env(env_id)
         _write_outputs(out, meta)
         return
     info.pop("skipped", None)
-    budget = plan.total_steps
-    if budget is None and preset is not None:
-        budget = (plan.cpu_budget and preset.cpu_steps) or preset.total_steps
+    budget = _budget(plan, preset)
     if budget is None:
         raise ValueError(f"{env_id} has no preset: pass --total-steps for its budget.")
     info.update(
@@ -131,7 +332,7 @@ def _run_env(plan: Plan, env_id: str, meta: dict, log) -> None:
             from eggroll_rl.experiments.baselines import random_return
 
             info["random_return"] = random_return(task, jax.random.key(0))
-        info["algos"][algo] = _run_pair(plan, task, env_id, algo, budget, preset, log)
+        info["algos"][algo] = _run_pair(plan, task, env_id, algo, budget, preset, log, status)
         meta["envs"][env_id] = info
         _write_outputs(out, meta)
 
@@ -160,31 +361,50 @@ def _chunk(plan: Plan, config, task) -> int:
     return max(1, iterations // plan.evals)
 
 
-def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log) -> dict:
+def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log,
+              status: "Status") -> dict:
+    import numpy as np
+
     from eggroll_rl.agents.es import ESConfig, ESTrainer
-    from eggroll_rl.agents.checkpoints import has_checkpoint
     from eggroll_rl.agents.loop import LoopConfig, run
     from eggroll_rl.agents.ppo import PPO
+    from eggroll_rl.agents.run_folder import checkpoint_steps
 
     config = _config(algo, preset, budget, plan.overrides)
     trainer = ESTrainer(task, config) if isinstance(config, ESConfig) else PPO(task, config)
     loop = LoopConfig(
         total_steps=budget,
         iterations_per_chunk=_chunk(plan, config, task),
-        checkpoint_every=10,
+        checkpoint_every=plan.checkpoint_every,
         seeds=tuple(plan.seeds),
         progress=plan.progress,
     )
     run_dir = pathlib.Path(plan.out) / "runs" / env_id / algo
-    resume = has_checkpoint(run_dir)  # a pair killed before its first checkpoint starts again
+    # Every seed of the pair is in each checkpoint: resuming restores them all. A pair killed
+    # before its first checkpoint starts again.
+    saved = checkpoint_steps(run_dir)
+    resume = bool(saved)
     record = {"algo": algo, "env": env_id, "seeds": list(plan.seeds),
               "config": dataclasses.asdict(config),
               "loop": {"iterations_per_chunk": loop.iterations_per_chunk,
                        "checkpoint_every": loop.checkpoint_every}}
     log(f"{env_id} {algo}: {budget:,} env steps x {len(plan.seeds)} seeds"
-        + (" (resuming)" if resume else ""))
-    result = run(trainer, loop, run_dir, resume=resume, config_record=record)
+        + (f" (resuming from the checkpoint at iteration {saved[-1]:,})" if resume else ""))
+    pair = (env_id, algo)
+    status.start(pair, resumed=resume)
+
+    def on_chunk(chunks: int, state) -> None:
+        steps = np.minimum(np.asarray(state.env_steps).reshape(-1), budget)
+        status.chunk(pair, int(steps.sum()))
+
+    result = run(trainer, loop, run_dir, resume=resume, config_record=record, on_chunk=on_chunk)
+    if result.stopped == "interrupted":  # saved, but not finished: not a result yet
+        raise Interrupted(
+            f"{env_id} {algo} stopped by signal {result.signal} and saved in {run_dir}; rerun "
+            "the same command to resume it", result.signal,
+        )
     results.replace_pair(pathlib.Path(plan.out) / "results.csv", env_id, algo, result.rows)
+    status.finish(pair)
     return {
         "total_steps": budget,
         "seeds": list(plan.seeds),
@@ -332,6 +552,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         run_plan(plan)
     except ValueError as error:
         raise SystemExit(f"eggroll-rl compare: {error}") from None
+    except Interrupted as stop:
+        print(f"eggroll-rl compare: {stop}.", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     print(f"done: {args.out / 'summary.md'}, {args.out / 'curves.png'}, {args.out / 'results.csv'}")
 
 

@@ -2,6 +2,9 @@
 
 One tiny comparison (CartPole, 8-unit network, 2 seeds, a few thousand steps) is shared by the
 module; it is run in two parts to check that finished (env, algo) pairs are kept and skipped.
+A third run of its first part is killed after a checkpoint and rerun, to check that the pair
+resumes from the checkpoint and ends where the uninterrupted one did. Progress lines, the ETA
+arithmetic and the output folder's lock are checked without training.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 
 import pytest
 
+from eggroll_rl.agents import run_folder
 from eggroll_rl.agents.es import ESConfig
 from eggroll_rl.agents.ppo import PPOConfig
 from eggroll_rl.envs import suites
@@ -128,6 +132,7 @@ def comparison(tmp_path_factory):
         overrides=TINY, evals=4, progress=False, command="test",
     )
     first = compare.run_plan(plan, log=lambda _: None)
+    assert not (out / run_folder.LOCK_FILE).exists()  # released once the plan is done
     first_rows = results.read(out / "results.csv")
     messages = []
     meta = compare.run_plan(dataclasses.replace(plan, algos=compare.ALGOS), log=messages.append)
@@ -176,11 +181,125 @@ def test_rerun_with_other_seeds_refuses_to_mix_results(comparison):
         compare.run_plan(dataclasses.replace(plan, seeds=(0, 1, 2)), log=lambda _: None)
 
 
-def test_unavailable_env_is_skipped_with_a_note(comparison, tmp_path):
-    plan = dataclasses.replace(comparison[1], env_ids=("kinetix/l/hard_pinball",), out=tmp_path)
-    meta = compare.run_plan(plan, log=lambda _: None)
-    assert "kinetix-env" in meta["envs"]["kinetix/l/hard_pinball"]["skipped"]
+def test_progress_lines_count_the_plan(comparison):
+    *_, messages = comparison
+    done = [m for m in messages if ": done | plan: " in m]
+    # eggroll was finished by the first part: the rerun counts it, and its rate, from meta.json
+    assert done[0].startswith(f"{ENV} openes: done | plan: 2/3 pairs, 12k/18k env steps (67%)")
+    assert done[0].endswith("; ETA after a first measure of ppo")
+    assert done[1] == f"{ENV} ppo: done | plan: 3/3 pairs, 18k/18k env steps (100%)"
+
+
+def test_unavailable_env_is_skipped_with_a_note(comparison, tmp_path, monkeypatch):
+    monkeypatch.setitem(suites.OPTIONAL_EXTRAS, "fakesuite", ("fakesuite", "no_such_package_f"))
+    plan = dataclasses.replace(comparison[1], env_ids=("fakesuite/Thing-v0",), out=tmp_path)
+    messages = []
+    meta = compare.run_plan(plan, log=messages.append)
+    assert 'pip install -e ".[fakesuite]"' in meta["envs"]["fakesuite/Thing-v0"]["skipped"]
     assert "Skipped: " in (tmp_path / "summary.md").read_text()
+    assert messages == [f"skip fakesuite/Thing-v0: {meta['envs']['fakesuite/Thing-v0']['skipped']}"]
+
+
+class Killed(Exception):
+    """Stands for a kill of the compare process in the middle of a pair."""
+
+
+def test_a_killed_pair_resumes_from_its_checkpoint_for_every_seed(comparison, tmp_path):
+    _, plan, _, first_rows, _, _ = comparison
+    plan = dataclasses.replace(plan, out=tmp_path, checkpoint_every=1, status_seconds=0)
+    run_dir = tmp_path / "runs" / ENV / "eggroll"
+    lines = []
+
+    def killed_at_the_third_chunk_end(message):
+        lines.append(message)
+        if sum(" env steps | plan: " in line for line in lines) == 3:  # checkpointed just before
+            raise Killed
+
+    with pytest.raises(Killed):
+        compare.run_plan(plan, log=killed_at_the_third_chunk_end)
+    assert lines[0] == f"{ENV} eggroll: 3,000 env steps x 2 seeds"
+    assert not (tmp_path / run_folder.LOCK_FILE).exists()
+    assert not results.read(tmp_path / "results.csv")  # the pair is not finished
+    saved = run_folder.checkpoint_steps(run_dir)
+    assert saved and saved[-1] == 3  # one generation per chunk here
+
+    messages = []
+    compare.run_plan(plan, log=messages.append)
+    assert messages[0] == f"{ENV} eggroll: 3,000 env steps x 2 seeds (resuming from the checkpoint at iteration 3)"
+    # both seeds resumed together, from iteration 3 on, and ended where the straight run did
+    finished = json.loads((tmp_path / "meta.json").read_text())["envs"][ENV]["algos"]
+    assert set(finished) == {"eggroll"}
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+    assert strip(results.read(tmp_path / "results.csv")) == strip(first_rows)
+
+
+def test_a_second_compare_on_the_same_out_fails_at_once_in_one_line(tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the second compare got past the lock")
+
+    monkeypatch.setattr(compare, "_run_env", no_training)
+    out = tmp_path / "out"
+    with run_folder.RunLock(out):  # the first compare, still running
+        with pytest.raises(SystemExit) as stop:
+            compare.main(["--env", ENV, "--out", str(out), "--total-steps", "100", "--no-progress"])
+    message = str(stop.value)
+    assert message.startswith(f"eggroll-rl compare: {out} is in use by process ")
+    assert "pick another --out" in message and "\n" not in message
+    assert sorted(path.name for path in out.iterdir()) == []  # nothing written, lock released
+
+
+# ---- progress and ETA, without training --------------------------------------------------
+
+
+def test_eta_runs_each_algorithms_remaining_steps_at_its_own_rate():
+    seconds, unknown = compare.eta({"eggroll": 1000, "openes": 300, "ppo": 50},
+                                   {"eggroll": 100.0, "openes": 10.0})
+    assert seconds == 40.0 and unknown == ["ppo"]
+    assert compare.eta({"eggroll": 0}, {}) == (0.0, [])
+    assert [compare.duration(s) for s in (42, 95, 7384)] == ["42s", "1m35s", "2h03m"]
+    assert [compare.human(n) for n in (0, 500, 1000, 12_345, 2_500_000)] == ["0", "500", "1k", "12.3k", "2.5M"]
+
+
+def test_status_lines_measure_each_algorithm_and_estimate_the_rest():
+    now, lines = [0.0], []
+    planned = {("a/Env", "eggroll"): 1000, ("a/Env", "openes"): 1000,
+               ("b/Env", "eggroll"): 2000, ("b/Env", "openes"): 2000}
+    status = compare.Status(planned, lines.append, every=60, clock=lambda: now[0])
+    status.start(("a/Env", "eggroll"))
+    now[0] = 5.0
+    status.chunk(("a/Env", "eggroll"), 500)  # 100 steps/s so far, compile included
+    assert lines[-1] == (
+        "a/Env eggroll: 500/1k env steps | plan: 0/4 pairs, 500/6k env steps (8%); ETA 25s + the "
+        "openes pairs (no rate yet) at eggroll 100, openes ? env steps/s, assuming the remaining "
+        "pairs run at these measured rates"
+    )
+    now[0] = 6.0
+    status.chunk(("a/Env", "eggroll"), 600)
+    assert len(lines) == 1  # at most one chunk line a minute
+    now[0] = 10.0
+    status.finish(("a/Env", "eggroll"))
+    status.start(("a/Env", "openes"))
+    now[0] = 110.0
+    status.finish(("a/Env", "openes"))  # 10 steps/s: OpenES is much slower per step
+    assert lines[-1] == (
+        "a/Env openes: done | plan: 2/4 pairs, 2k/6k env steps (33%); ETA 3m40s at eggroll 100, "
+        "openes 10 env steps/s, assuming the remaining pairs run at these measured rates"
+    )
+    status.drop_env("b/Env")  # unavailable here
+    assert status.line() == "plan: 2/2 pairs, 2k/2k env steps (100%)"
+
+
+def test_status_of_a_rerun_counts_finished_pairs_and_their_rates():
+    plan = compare.Plan(env_ids=("a/Env",), algos=("eggroll", "openes"), seeds=(0, 1),
+                        total_steps=1000)
+    meta = {"envs": {"a/Env": {"algos": {"eggroll": {
+        "total_steps": 1000, "seeds": [0, 1], "wall_s": 15.0, "compile_s": 5.0}}}}}
+    status = compare.Status.of_plan(plan, meta, lambda _: None)
+    assert status.rates() == {"eggroll": 100.0}
+    assert status.line() == "plan: 1/2 pairs, 2k/4k env steps (50%); ETA after a first measure of openes"
+    status.start(("a/Env", "openes"), resumed=True)  # measured from its first chunk end on
+    status.chunk(("a/Env", "openes"), 1000)
+    assert status.rates() == {"eggroll": 100.0}
 
 
 def test_plot_redraws_one_folder_and_overlays_several(comparison, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""The optional suites' adapters (Jumanji, Navix, Craftax) against the libraries themselves.
+"""The optional suites' adapters (Jumanji, Navix, Craftax, Kinetix) against the libraries
+themselves.
 
 Each paper env runs one compiled program: a short rollout of the Task, ``vmap``-ed over two
 episodes, next to the library's own env fed the same keys and actions. The tests then compare
@@ -13,6 +14,7 @@ tested without any of them.
 
 import os
 
+import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,13 +74,23 @@ def test_uninstalled_optional_suite_is_not_registered_and_names_its_extra(monkey
         envs.make("fakesuite/Thing-v0")
 
 
-def test_kinetix_ids_explain_the_jax_conflict():
-    assert not any(env_id.startswith("kinetix/") for env_id in envs.list_envs())
-    with pytest.raises(ValueError) as error:
-        envs.make("kinetix/l/hard_pinball")
-    message = str(error.value)
-    assert "kinetix-env" in message and "jax<0.10" in message
-    assert "cannot be installed beside" in message and 'pip install -e ".[kinetix]"' in message
+def test_missing_kinetix_names_both_install_commands_and_the_jax_downgrade(monkeypatch):
+    monkeypatch.setitem(suites.OPTIONAL_EXTRAS, "kinetix", ("kinetix", "no_such_package_k"))
+    registered = []
+    suites.register_all(lambda env_id, factory: registered.append(env_id))
+    assert not any(env_id.startswith("kinetix/") for env_id in registered)
+    message = suites.missing_extra("kinetix/s-h1_thrust_over_ball")
+    extra, no_deps = 'pip install -e ".[kinetix]"', "pip install --no-deps kinetix-env==3.0.2"
+    assert extra in message and no_deps in message
+    assert message.index(extra) < message.index(no_deps)  # the extra first
+    assert "plain `pip install kinetix-env` would downgrade jax" in message
+
+
+def test_uninstallable_suite_explains_why(monkeypatch):
+    monkeypatch.setitem(suites.OPTIONAL_EXTRAS, "fakesuite", ("fakesuite", "no_such_package_f"))
+    monkeypatch.setitem(suites.UNINSTALLABLE, "fakesuite", "it pins jax<0.5")
+    message = suites.missing_extra("fakesuite/Thing-v0")
+    assert "it pins jax<0.5" in message and 'extra "fakesuite"' in message
 
 
 def test_installed_suites_register_the_paper_ids():
@@ -89,6 +101,11 @@ def test_installed_suites_register_the_paper_ids():
         "craftax": [
             "craftax/Craftax-Classic-Symbolic-AutoReset-v1",
             "craftax/Craftax-Symbolic-AutoReset-v1",
+        ],
+        "kinetix": [
+            "kinetix/l-hard_pinball",
+            "kinetix/m-h17_thrustcontrol_left",
+            "kinetix/s-h1_thrust_over_ball",
         ],
     }
     for suite, wanted in paper.items():
@@ -451,3 +468,142 @@ def test_craftax_matches_the_autoreset_env_and_truncates(name):
     assert truncated.tolist() == [[False, False, True, False, False]] * BATCH
     np.testing.assert_array_equal(final_obs[:, :2], obs[:, :2])
     assert not np.array_equal(final_obs[:, 2], obs[:, 2])  # the old world's last view
+
+
+# ----------------------------------------------------------------------------- Kinetix
+
+# Our name -> Kinetix's level name.
+KINETIX = {
+    "s-h1_thrust_over_ball": "s/h1_thrust_over_ball",
+    "m-h17_thrustcontrol_left": "m/h17_thrustcontrol_left",
+    "l-hard_pinball": "l/hard_pinball",
+}
+KINETIX_LIMIT = 3
+KINETIX_STEPS = 5
+
+
+def test_kinetix_ids_fit_gymnasium_and_name_the_paper_levels():
+    from eggroll_rl.envs import gymnasium_env, kinetix_tasks
+
+    assert kinetix_tasks.names() == sorted(KINETIX)
+    for name, level in KINETIX.items():
+        assert kinetix_tasks.level_file(name) == level
+        gymnasium_env.gymnasium_id(f"kinetix/{name}")  # one slash: a valid Gymnasium id
+        assert gymnasium.envs.registration.parse_env_id(f"eggroll_rl/{name}")[1] == name
+    with pytest.raises(ValueError, match="unknown Kinetix level"):
+        kinetix_tasks.level_file("s/h1_thrust_over_ball")
+
+
+@pytest.mark.parametrize("name", sorted(KINETIX))
+def test_kinetix_spaces_limits_and_the_task_contract(name):
+    pytest.importorskip("kinetix")
+    from kinetix.util.saving import load_from_json_file
+
+    from eggroll_rl.agents.api import check_task
+
+    task = envs.make(f"kinetix/{name}")
+    _, static, _ = load_from_json_file(KINETIX[name])
+    assert task.max_episode_steps == 256 and not task.discrete
+    assert task.action_space.shape == (static.num_motor_bindings + static.num_thruster_bindings,)
+    assert task.observation_space.dtype == np.float32 and len(task.observation_space.shape) == 1
+    check_task(task)  # reset and step agree with the declared spaces (traced, not run)
+    discrete = envs.make(f"kinetix/{name}", action_type="discrete", max_episode_steps=9)
+    assert discrete.action_space.n == 2 * static.num_motor_bindings + 1 + static.num_thruster_bindings
+    assert discrete.max_episode_steps == 9
+    with pytest.raises(ValueError, match="max_episode_steps= instead of max_timesteps"):
+        envs.make(f"kinetix/{name}", max_timesteps=7)
+    with pytest.raises(ValueError, match="action_type must be one of"):
+        envs.make(f"kinetix/{name}", action_type="multi_discrete")
+
+
+@pytest.fixture(scope="module", params=sorted(KINETIX))
+def kinetix_run(request):
+    pytest.importorskip("kinetix")
+    from kinetix.environment.env import make_kinetix_env
+    from kinetix.environment.spaces import ActionType, ObservationType
+    from kinetix.util.saving import load_from_json_file
+
+    name = request.param
+    task = envs.make(f"kinetix/{name}", max_episode_steps=KINETIX_LIMIT)
+    level, static, params = load_from_json_file(KINETIX[name])
+    params = params.replace(max_timesteps=KINETIX_LIMIT)
+    ref = make_kinetix_env(  # Kinetix's own auto-resetting env on the same level
+        ActionType.CONTINUOUS, ObservationType.SYMBOLIC_FLAT, lambda key: level,
+        params, static, auto_reset=True,
+    )
+
+    def ours(reset_key, keys, actions):
+        obs, state = task.reset(reset_key)
+
+        def body(state, inputs):
+            key, action = inputs
+            obs, state, reward, terminated, truncated, info = task.step(key, state, action)
+            return state, dict(obs=obs, reward=reward, terminated=terminated,
+                               truncated=truncated, final_obs=info["final_obs"])
+
+        return obs, jax.lax.scan(body, state, (keys, actions))[1]
+
+    def reference(reset_key, keys, actions):
+        obs, state = ref.reset(reset_key, params)
+
+        def body(state, inputs):
+            key, action = inputs
+            obs, state, reward, done, _ = ref.step(key, state, action, params)
+            return state, dict(obs=obs, reward=reward, done=done)
+
+        return obs, jax.lax.scan(body, state, (keys, actions))[1]
+
+    def program(reset_keys, keys, actions):
+        inputs = (reset_keys, keys, actions)
+        return jax.vmap(ours)(*inputs), jax.vmap(reference)(*inputs)
+
+    size = task.action_space.shape[0]
+    reset_keys = jax.random.split(jax.random.key(8), BATCH)
+    keys = jax.random.split(jax.random.key(9), (BATCH, KINETIX_STEPS))
+    actions = jax.random.uniform(jax.random.key(10), (BATCH, KINETIX_STEPS, size), jnp.float32, -1, 1)
+    return name, task, run_compiled(program, reset_keys, keys, actions)
+
+
+def test_kinetix_steps_under_jit_and_vmap_with_finite_rewards(kinetix_run):
+    _, task, ((obs0, steps), _) = kinetix_run
+    assert obs0.shape == (BATCH,) + task.observation_space.shape
+    assert steps["obs"].shape == steps["final_obs"].shape == (BATCH, KINETIX_STEPS) + obs0.shape[1:]
+    assert steps["reward"].shape == (BATCH, KINETIX_STEPS) and steps["reward"].dtype == np.float32
+    assert steps["terminated"].dtype == steps["truncated"].dtype == bool
+    assert np.isfinite(steps["reward"]).all()
+    assert_obs_in_space(task, obs0)
+    assert_obs_in_space(task, steps["obs"])
+
+
+def test_kinetix_matches_kinetix_and_splits_its_done(kinetix_run):
+    _, task, ((obs0, steps), (ref_obs0, ref)) = kinetix_run
+    np.testing.assert_array_equal(obs0, ref_obs0)
+    # the same level, actions and physics: Kinetix's own rewards, observations and ends (up to
+    # float rounding: XLA may fuse the two programs' arithmetic differently)
+    np.testing.assert_allclose(steps["reward"], ref["reward"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(steps["obs"], ref["obs"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(steps["terminated"] | steps["truncated"], ref["done"])
+    assert not (steps["terminated"] & steps["truncated"]).any()
+    for b in range(BATCH):
+        end = first_done(steps["terminated"][b], steps["truncated"][b])
+        assert end <= KINETIX_LIMIT - 1
+        if not steps["terminated"][b, :KINETIX_LIMIT].any():  # no goal or hazard: the time limit
+            assert end == KINETIX_LIMIT - 1 and steps["truncated"][b, end]
+        # same-step autoreset: the next episode starts from the level again
+        np.testing.assert_array_equal(steps["obs"][b, end], obs0[b])
+        np.testing.assert_array_equal(steps["obs"][b, :end], steps["final_obs"][b, :end])
+
+
+def test_kinetix_eggroll_trains_two_generations():
+    pytest.importorskip("kinetix")
+    from eggroll_rl.agents import train
+
+    name = "kinetix/s-h1_thrust_over_ball"
+    population = 4
+    run = train(
+        "eggroll", name, total_steps=population * 256 + 1, progress=False, iterations_per_chunk=1,
+        config={"population_size": population, "hidden": (8,), "eval_episodes": 1},
+    )
+    generations = max(row["iteration"] for row in run.rows)
+    assert generations >= 2 and run.final("env_steps")[0] > population * 256
+    assert all(np.isfinite(row["eval_return"]) for row in run.rows)
