@@ -27,7 +27,11 @@ class MLP(nn.Module):
         for width in self.hidden:
             x = EggrollDense(width)(x)
             if self.layer_norm:
-                x = nn.LayerNorm()(x)
+                # Two-pass variance, mean((x - mean)^2): besides being the more accurate form,
+                # it keeps XLA:CPU's default (YNNPACK) fusion on its fast path in rollouts that
+                # act by argmax, where the one-pass mean(x^2) - mean^2 form ran its x * x
+                # reduction several times slower (docs/performance.md).
+                x = nn.LayerNorm(use_fast_variance=False)(x)
             x = nn.relu(x)
         return EggrollDense(self.out_features)(x)
 

@@ -50,7 +50,7 @@ class _Trunk(nn.Module):
     def __call__(self, x):
         for i, width in enumerate(self.hidden):
             x = nn.Dense(width, name=f"EggrollDense_{i}")(x)
-            x = nn.relu(nn.LayerNorm(name=f"LayerNorm_{i}")(x))
+            x = nn.relu(nn.LayerNorm(use_fast_variance=False, name=f"LayerNorm_{i}")(x))
         return nn.Dense(self.out, name=f"EggrollDense_{len(self.hidden)}")(x)
 
 
