@@ -259,17 +259,7 @@ def check_params(saved: SavedPolicy, where: str) -> None:
     obs_size = int(np.shape(first[1])[0])
     expected = dict(_flat(jax.eval_shape(saved.module.init, jax.random.key(0),
                                          jnp.zeros((obs_size,), jnp.float32))))
-    problems = []
-    unused = sorted(set(leaves) - set(expected))
-    absent = sorted(set(expected) - set(leaves))
-    if absent:
-        problems.append(f"missing {', '.join(absent)}")
-    if unused:
-        problems.append(f"unused {', '.join(unused)}")
-    for name in sorted(set(leaves) & set(expected)):
-        if tuple(np.shape(leaves[name])) != tuple(expected[name].shape):
-            got, want = tuple(np.shape(leaves[name])), tuple(expected[name].shape)
-            problems.append(f"{name} has shape {got}, expected {want}")
+    problems = _tree_mismatches(leaves, expected)
     if problems:
         raise ValueError(
             f"{where} does not match the network in {META_FILE} ({json.dumps(saved.network)}): "
@@ -299,13 +289,9 @@ def check_params(saved: SavedPolicy, where: str) -> None:
             )
 
 
-def _check_user_params(saved: SavedPolicy, where: str) -> None:
-    """``check_params`` for a user module: the saved state has exactly the leaves and shapes
-    of the given module's (initialised for the saved observation shape), float leaves are
-    finite, and the observation statistics fit that shape."""
-    obs_shape = tuple(saved.network["obs_shape"])
-    leaves = dict(_flat(saved.params))
-    expected = dict(_flat(saved.user.expected_state_dict(obs_shape)))
+def _tree_mismatches(leaves: dict, expected: dict) -> list[str]:
+    """What differs between saved leaves and the expected ones (by path): missing leaves,
+    unused leaves, and shapes; empty when they match."""
     problems = []
     absent = sorted(set(expected) - set(leaves))
     unused = sorted(set(leaves) - set(expected))
@@ -317,6 +303,17 @@ def _check_user_params(saved: SavedPolicy, where: str) -> None:
         got, want = tuple(np.shape(leaves[name])), tuple(expected[name].shape)
         if got != want:
             problems.append(f"{name} has shape {got}, expected {want}")
+    return problems
+
+
+def _check_user_params(saved: SavedPolicy, where: str) -> None:
+    """``check_params`` for a user module: the saved state has exactly the leaves and shapes
+    of the given module's (initialised for the saved observation shape), float leaves are
+    finite, and the observation statistics fit that shape."""
+    obs_shape = tuple(saved.network["obs_shape"])
+    leaves = dict(_flat(saved.params))
+    expected = dict(_flat(saved.user.expected_state_dict(obs_shape)))
+    problems = _tree_mismatches(leaves, expected)
     if problems:
         raise ValueError(
             f"{where} does not match the module given ({saved.user.name}; saved from "

@@ -197,14 +197,12 @@ FORWARD_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", FORWARD_CASES, ids=list(FORWARD_CASES))
-def test_population_apply_matches_materialised_members(
-    case, assert_trees_close, materialised_apply, random_params, normal, numpy_population
-):
+def _build_forward_case(case, seed, random_params, normal, numpy_population):
+    """``FORWARD_CASES[case]`` built with ``seed``: model, params, strategy, inputs, a
+    population drawn with NumPy, and the layer widths."""
     dense, head, rank, cap, use_bias, layer_norm, log_std, antithetic, n, batch, widths = (
         FORWARD_CASES[case]
     )
-    seed = sum(map(ord, case))
     if isinstance(widths, int):
         in_features, widths = _random_widths(seed, rank, widths)
     else:
@@ -213,7 +211,20 @@ def test_population_apply_matches_materialised_members(
     params = random_params(model, jnp.zeros((in_features,)), seed=seed)
     strategy = Eggroll(n, SIGMA, rank=rank, antithetic=antithetic, cap_rank=cap)
     xs = normal((n, *batch, in_features), seed=seed + 1)
-    population = numpy_population(strategy, params, seed)
+    return model, params, strategy, xs, numpy_population(strategy, params, seed), widths
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES, ids=list(FORWARD_CASES))
+def test_population_apply_matches_materialised_members(
+    case, assert_trees_close, materialised_apply, random_params, normal, numpy_population
+):
+    dense, head, rank, cap, use_bias, layer_norm, log_std, antithetic, n, batch, widths = (
+        FORWARD_CASES[case]
+    )
+    seed = sum(map(ord, case))
+    model, params, strategy, xs, population, widths = _build_forward_case(
+        case, seed, random_params, normal, numpy_population
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every matrix is a Dense kernel: no materialisation
         population, ys = _forward_check(
@@ -235,20 +246,10 @@ def test_populations_above_the_tie_limit_match_materialised_members(
     """Above ``TIE_TO_STEP_MAX_MEMBERS`` the per-member rows are built once
     (``materialise_once``) instead of inside each step: same members, same outputs."""
     monkeypatch.setattr(strategies, "TIE_TO_STEP_MAX_MEMBERS", 2)
-    dense, head, rank, cap, use_bias, layer_norm, log_std, antithetic, n, batch, widths = (
-        FORWARD_CASES[case]
+    model, params, strategy, xs, population, _ = _build_forward_case(
+        case, sum(map(ord, case)) + 7, random_params, normal, numpy_population
     )
-    seed = sum(map(ord, case)) + 7
-    if isinstance(widths, int):
-        in_features, widths = _random_widths(seed, rank, widths)
-    else:
-        in_features, widths = widths
-    model = Trunk(widths, dense, head, use_bias, layer_norm, log_std)
-    params = random_params(model, jnp.zeros((in_features,)), seed=seed)
-    strategy = Eggroll(n, SIGMA, rank=rank, antithetic=antithetic, cap_rank=cap)
-    assert n > strategies.TIE_TO_STEP_MAX_MEMBERS
-    xs = normal((n, *batch, in_features), seed=seed + 1)
-    population = numpy_population(strategy, params, seed)
+    assert strategy.population_size > strategies.TIE_TO_STEP_MAX_MEMBERS
     _forward_check(strategy, model, params, xs, assert_trees_close, materialised_apply, population)
 
 
