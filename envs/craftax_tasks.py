@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from eggroll_rl.envs.spaces import to_gymnasium
-from eggroll_rl.envs.task import Task, check_action
+from eggroll_rl.envs.task import Task, check_action, check_env_params
 
 SUITE = "craftax"
 
@@ -53,12 +53,7 @@ def make(name: str, max_episode_steps: Optional[int] = None, **env_params) -> Ta
         raise ValueError(f"unknown Craftax env {name!r}; known: {names()}.")
     env = make_craftax_env_from_name(_VARIANTS[name], auto_reset=False)
     params = env.default_params
-    fields = set(params.__dataclass_fields__)
-    unknown = set(env_params) - fields
-    if unknown:
-        raise ValueError(f"{env_id} has no env params {sorted(unknown)}; known: {sorted(fields)}.")
-    if "max_timesteps" in env_params:
-        raise ValueError(f"{env_id}: pass max_episode_steps= instead of max_timesteps=.")
+    check_env_params(env_id, params, env_params, episode_limit_field="max_timesteps")
     if max_episode_steps is not None:
         if int(max_episode_steps) < 1:
             raise ValueError(f"{env_id}: max_episode_steps must be >= 1, got {max_episode_steps}.")

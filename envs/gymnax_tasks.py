@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from eggroll_rl.envs.gymnax_render import renderer
 from eggroll_rl.envs.source_names import literal_names
 from eggroll_rl.envs.spaces import to_gymnasium
-from eggroll_rl.envs.task import Task, check_action
+from eggroll_rl.envs.task import Task, check_action, check_env_params
 
 SUITE = "gymnax"
 
@@ -33,12 +33,7 @@ def make(name: str, **env_params) -> Task:
 
     env, params = gymnax.make(name)
     if env_params:
-        unknown = set(env_params) - set(params.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"gymnax/{name} has no env params {sorted(unknown)}; known: "
-                f"{sorted(params.__dataclass_fields__)}."
-            )
+        check_env_params(f"{SUITE}/{name}", params, env_params)
         params = params.replace(**env_params)
     env_id = f"{SUITE}/{name}"
     action_space = to_gymnasium(env.action_space(params))

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eggroll_rl.envs.task import Task, check_action
+from eggroll_rl.envs.task import Task, check_action, check_env_params
 
 SUITE = "kinetix"
 # Our name -> the level file kinetix-env ships (the paper's three levels).
@@ -85,12 +85,7 @@ def make(
             'pip install -e ".[kinetix]" (then pip install --no-deps kinetix-env==3.0.2).'
         ) from error
     level, static_params, params = load_from_json_file(level_file(name))
-    fields = set(params.__dataclass_fields__)
-    unknown = set(env_params) - fields
-    if unknown:
-        raise ValueError(f"{env_id} has no env params {sorted(unknown)}; known: {sorted(fields)}.")
-    if "max_timesteps" in env_params:
-        raise ValueError(f"{env_id}: pass max_episode_steps= instead of max_timesteps=.")
+    check_env_params(env_id, params, env_params, episode_limit_field="max_timesteps")
     if action_type not in ACTION_TYPES:
         raise ValueError(
             f"{env_id}: action_type must be one of {ACTION_TYPES}, got {action_type!r} "

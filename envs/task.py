@@ -57,6 +57,22 @@ class Task:
         return int(np.prod(self.action_space.shape))
 
 
+def check_env_params(
+    env_id: str, params: Any, env_params: dict, episode_limit_field: Optional[str] = None
+) -> None:
+    """Raise a one-line ``ValueError`` if ``env_params`` names a field that the suite's params
+    dataclass ``params`` lacks, or sets ``episode_limit_field`` (the suite's own episode limit,
+    which ``max_episode_steps=`` sets instead, so that the Task's truncation agrees with it)."""
+    fields = set(params.__dataclass_fields__)
+    unknown = set(env_params) - fields
+    if unknown:
+        raise ValueError(f"{env_id} has no env params {sorted(unknown)}; known: {sorted(fields)}.")
+    if episode_limit_field is not None and episode_limit_field in env_params:
+        raise ValueError(
+            f"{env_id}: pass max_episode_steps= instead of {episode_limit_field}=."
+        )
+
+
 def check_action(env_id: str, space: gymnasium.spaces.Space, action: Any) -> jax.Array:
     """Reject actions of the wrong shape or dtype while tracing; reject concrete bad values.
 
