@@ -58,6 +58,24 @@ def assert_obs_in_space(task, obs):
         assert task.observation_space.contains(row)
 
 
+def _scanned_episode(task):
+    """``(reset_key, keys, actions) -> (first obs, per-step outputs)``: our Task reset once,
+    then stepped through ``actions`` in a ``lax.scan``."""
+
+    def run(reset_key, keys, actions):
+        obs, state = task.reset(reset_key)
+
+        def body(state, inputs):
+            key, action = inputs
+            obs, state, reward, terminated, truncated, info = task.step(key, state, action)
+            return state, dict(obs=obs, reward=reward, terminated=terminated,
+                               truncated=truncated, final_obs=info["final_obs"])
+
+        return obs, jax.lax.scan(body, state, (keys, actions))[1]
+
+    return run
+
+
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -296,16 +314,7 @@ def navix_run(request):
     ref = navix.make(f"Navix-{name}-v0", max_steps=NAVIX_LIMIT)
     flat = lambda observation: jnp.asarray(observation, jnp.float32).reshape(-1)
 
-    def ours(reset_key, keys, actions):
-        obs, state = task.reset(reset_key)
-
-        def body(state, inputs):
-            key, action = inputs
-            obs, state, reward, terminated, truncated, info = task.step(key, state, action)
-            return state, dict(obs=obs, reward=reward, terminated=terminated,
-                               truncated=truncated, final_obs=info["final_obs"])
-
-        return obs, jax.lax.scan(body, state, (keys, actions))[1]
+    ours = _scanned_episode(task)
 
     def reference(inputs):  # the library's own step (it autoresets on the *next* call)
         reset_key, keys, actions = inputs
@@ -532,16 +541,7 @@ def kinetix_run(request):
         params, static, auto_reset=True,
     )
 
-    def ours(reset_key, keys, actions):
-        obs, state = task.reset(reset_key)
-
-        def body(state, inputs):
-            key, action = inputs
-            obs, state, reward, terminated, truncated, info = task.step(key, state, action)
-            return state, dict(obs=obs, reward=reward, terminated=terminated,
-                               truncated=truncated, final_obs=info["final_obs"])
-
-        return obs, jax.lax.scan(body, state, (keys, actions))[1]
+    ours = _scanned_episode(task)
 
     def reference(reset_key, keys, actions):
         obs, state = ref.reset(reset_key, params)
