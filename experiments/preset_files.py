@@ -37,6 +37,9 @@ _TOP_LEVEL: dict[str, tuple[type, bool]] = {  # field -> (type, required)
     "threshold": (float, False),
     "extra": (str, False),
     "note": (str, True),
+    "tune_steps": (int, False),
+    "tune_trials": (int, False),
+    "tune_population": (tuple[int, ...], False),
 }
 
 
@@ -56,6 +59,11 @@ class Preset:
     cpu_steps: Optional[int] = None  # the budget of the `paper-cpu` suite (fits a 2-core CPU)
     threshold: Optional[float] = None  # eval return that counts as solved (time to threshold)
     extra: Optional[str] = None  # pip extra that installs the env's suite
+    # The per-task random search of the `paper-cpu` suite (experiments/tune.py): env steps per
+    # trial (one seed), trials per ES algorithm, and the population sizes it draws from.
+    tune_steps: Optional[int] = None
+    tune_trials: Optional[int] = None
+    tune_population: Optional[tuple[int, ...]] = None
 
     @property
     def name(self) -> str:
@@ -133,9 +141,12 @@ def load(name: Union[str, pathlib.Path]) -> Preset:
     missing = [key for key, (_, required) in _TOP_LEVEL.items() if required and key not in top]
     if missing:
         raise PresetError(f"{path}: missing required field(s) {', '.join(missing)}.")
-    for key in ("total_steps", "cpu_steps"):
+    for key in ("total_steps", "cpu_steps", "tune_steps", "tune_trials"):
         if key in top and top[key] < 1:
             raise PresetError(f"{path}: {key} must be >= 1, got {top[key]}.")
+    if any(size < 2 or size % 2 for size in top.get("tune_population", ())):
+        raise PresetError(f"{path}: tune_population sizes must be even and >= 2 (antithetic "
+                          f"pairs), got {list(top['tune_population'])}.")
     preset = Preset(path=path, algos=algos, **top)
     for algo in algos:
         preset.config(algo)  # every table must build a valid config
@@ -210,3 +221,45 @@ def _build(cls: type, fields: dict, where: str):
     except (TypeError, ValueError) as error:
         raise PresetError(f"{where}: {error}") from None
     return config
+
+
+def toml_value(value: Any) -> str:
+    """A scalar or list as TOML text (``True`` -> ``true``, ``"adam"`` -> ``"adam"``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    raise TypeError(f"no TOML text for {value!r}")
+
+
+def replace_fields(text: str, algo: str, fields: dict[str, Any], comment: str) -> str:
+    """A preset's text with ``fields`` set in its ``[algo]`` table and ``comment`` as the
+    comment line above the table (replacing such a line written before).
+
+    Edits the text rather than re-serialising the parsed file, so every other line (notes,
+    comments, other tables) stays as written; ``tomllib`` only reads TOML.
+    """
+    lines = text.split("\n")
+    header = f"[{algo}]"
+    if header not in lines:
+        raise PresetError(f"no {header} table to write {sorted(fields)} into.")
+    start = lines.index(header)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+        end -= 1  # the next table's comments and blank lines stay with it
+    table = lines[start + 1:end]
+    for name, value in fields.items():
+        line = f"{name} = {toml_value(value)}"
+        at = [i for i, old in enumerate(table) if old.split("=")[0].strip() == name]
+        if at:
+            table[at[0]] = line
+        else:
+            table.append(line)
+    above = start
+    if above > 0 and lines[above - 1].startswith("# Best of"):
+        above -= 1
+    return "\n".join(lines[:above] + [f"# {comment}", header] + table + lines[end:])
