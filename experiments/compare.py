@@ -59,15 +59,11 @@ PAPER_ENVS = (
     "navix/Dynamic-Obstacles-6x6-Random",
     "navix/FourRooms",
 )
-# The part of the paper's set that a 2-core CPU runs in well under an hour, at each preset's
-# `cpu_steps` budget: the cheapest env of each suite that installs here.
-PAPER_CPU_ENVS = (
-    "gymnax/CartPole-v1",
-    "gymnax/Pendulum-v1",
-    "brax/inverted_double_pendulum",
-    "navix/DoorKey-8x8",
-    "jumanji/Knapsack-v1",
-)
+# `paper-cpu`: every paper env, each at its preset's `cpu_steps` budget, sized from measured
+# training speed on a 2-core CPU (experiments/results/paper_cpu_sizing.json) so that the whole
+# suite, 3 algorithms x 5 seeds, fits about 8 hours there; envs whose suite is not installed are
+# skipped with a note.
+PAPER_CPU_ENVS = PAPER_ENVS
 SUITES = {"paper": PAPER_ENVS, "paper-cpu": PAPER_CPU_ENVS}
 
 
@@ -425,7 +421,7 @@ def _write_outputs(out: pathlib.Path, meta: dict) -> None:
     rows = results.read(out / "results.csv")
     (out / "summary.md").write_text(report.summary(rows, meta))
     if rows:
-        plot.draw([("", rows)], out / "curves.png")
+        plot.draw([("", rows)], out / "curves.png", scales=report.env_scales(rows, meta))
 
 
 def _read_meta(out: pathlib.Path) -> dict:
@@ -503,6 +499,46 @@ def parse_set(items: Sequence[str]) -> dict:
     return overrides
 
 
+SIZING = pathlib.Path(__file__).parent / "results" / "paper_cpu_sizing.json"
+
+
+def estimate(plan: Plan, sizing: dict, gpu_speedup: float) -> str:
+    """The expected run time of ``plan`` per env and algorithm, as a markdown table.
+
+    CPU time is the plan's env steps (budget x seeds) at the training speed measured on this
+    2-core CPU by ``studies/paper_cpu_sizing.py`` (``sizing``: its JSON; compile time added).
+    Those speeds were measured early in training at small populations, so an env whose episodes
+    lengthen as the policy improves runs faster than this. The GPU column divides by
+    ``gpu_speedup``, an assumed factor, not a measurement: no GPU has run this suite yet.
+    """
+    lines = [
+        f"Plan: {len(plan.env_ids)} envs x {', '.join(plan.algos)} x {len(plan.seeds)} seeds. "
+        f"CPU: training speed measured here (2 cores); GPU: CPU time / {gpu_speedup:g}, an "
+        "assumed speed-up, not measured.",
+        "",
+        "| env | budget (steps/seed) | " + " | ".join(f"{a} CPU h" for a in plan.algos)
+        + " | all CPU h | GPU h (assumed) |",
+        "| --- | --- | " + " | ".join("---" for _ in plan.algos) + " | --- | --- |",
+    ]
+    total = 0.0
+    for env_id in plan.env_ids:
+        budget = _budget(plan, preset_files.for_env(env_id))
+        cells, env_total = [], 0.0
+        for algo in plan.algos:
+            measured = sizing.get("pairs", {}).get(f"{env_id} {algo}", {})
+            if budget is None or not measured.get("steps_per_s"):
+                cells.append("not measured")
+                continue
+            hours = (budget * len(plan.seeds) / measured["steps_per_s"] + measured["compile_s"]) / 3600
+            cells.append(f"{hours:.2f}")
+            env_total += hours
+        total += env_total
+        lines.append(f"| {env_id} | {budget or 0:,} | {' | '.join(cells)} | {env_total:.2f} "
+                     f"| {env_total / gpu_speedup:.3f} |")
+    lines += ["", f"Total: {total:.1f} CPU hours; {total / gpu_speedup:.2f} GPU hours (assumed)."]
+    return "\n".join(lines) + "\n"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eggroll-rl compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1]
@@ -515,12 +551,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated (default: all)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, vmapped (default 5)")
     parser.add_argument("--total-steps", type=int, help="env steps per seed (default: the preset's)")
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="results folder")
+    parser.add_argument("--out", type=pathlib.Path, help="results folder (required unless --estimate)")
     parser.add_argument("--set", action="append", default=[], metavar="[ALGO.]FIELD=VALUE",
                         help="override a config field, e.g. --set hidden=[64,64] --set ppo.num_envs=32")
     parser.add_argument("--evals", type=int, default=20, help="eval points aimed for per run")
     parser.add_argument("--iterations-per-chunk", type=int, help="fixed iterations between evals")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the plan's expected CPU and GPU time and exit (runs nothing)")
+    parser.add_argument("--sizing", type=pathlib.Path, default=SIZING,
+                        help="measured training speeds for --estimate (default: the committed ones)")
+    parser.add_argument("--gpu-speedup", type=float, default=100.0,
+                        help="assumed GPU/CPU speed ratio for --estimate's GPU column (default 100)")
     return parser
 
 
@@ -535,12 +577,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f"--algos: unknown {unknown}; choose from {','.join(ALGOS)}.")
     if args.seeds < 1 or (args.total_steps is not None and args.total_steps < 1):
         parser.error("--seeds and --total-steps must be >= 1.")
+    if args.out is None and not args.estimate:
+        parser.error("--out is required (unless --estimate).")
+    if not args.gpu_speedup > 0:
+        parser.error("--gpu-speedup must be > 0.")
     try:
         plan = Plan(
             env_ids=tuple(args.env) if args.env else SUITES[args.suite],
             algos=algos,
             seeds=tuple(range(args.seeds)),
-            out=args.out,
+            out=args.out or pathlib.Path("comparison"),
             total_steps=args.total_steps,
             cpu_budget=args.suite == "paper-cpu",
             overrides=parse_set(args.set),
@@ -549,6 +595,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             progress=not args.no_progress,
             command=shlex.join(["eggroll-rl", "compare", *argv]),
         )
+        if args.estimate:
+            if not args.sizing.is_file():
+                parser.error(f"--sizing {args.sizing}: no such file.")
+            print(estimate(plan, json.loads(args.sizing.read_text()), args.gpu_speedup), end="")
+            return
         run_plan(plan)
     except ValueError as error:
         raise SystemExit(f"eggroll-rl compare: {error}") from None

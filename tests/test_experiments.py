@@ -37,6 +37,27 @@ def test_every_paper_env_has_a_preset():
     assert set(compare.PAPER_ENVS) <= set(preset_files.names())
 
 
+@pytest.mark.parametrize("name", compare.PAPER_CPU_ENVS)
+def test_paper_cpu_envs_have_a_cpu_budget_a_search_and_the_papers_network(name):
+    preset = preset_files.load(name)
+    assert preset.cpu_steps and preset.tune_steps and preset.tune_trials and preset.tune_population
+    for algo in ("eggroll", "openes", "ppo"):
+        config = preset.config(algo, preset.cpu_steps)
+        assert tuple(config.hidden) == (256, 256, 256) and config.layer_norm
+
+
+def test_estimate_adds_each_pairs_steps_at_its_measured_speed():
+    plan = compare.Plan(env_ids=("gymnax/CartPole-v1", "gymnax/Pendulum-v1"), algos=("eggroll", "ppo"),
+                        seeds=(0, 1), total_steps=36_000)
+    sizing = {"pairs": {"gymnax/CartPole-v1 eggroll": {"steps_per_s": 20.0, "compile_s": 0.0},
+                        "gymnax/CartPole-v1 ppo": {"steps_per_s": 10.0, "compile_s": 3600.0}}}
+    text = compare.estimate(plan, sizing, gpu_speedup=4)
+    # 36,000 steps x 2 seeds / 20 per s = 1 h; / 10 per s = 2 h, + 1 h compile.
+    assert "| gymnax/CartPole-v1 | 36,000 | 1.00 | 3.00 | 4.00 | 1.000 |" in text
+    assert "| gymnax/Pendulum-v1 | 36,000 | not measured | not measured | 0.00 | 0.000 |" in text
+    assert "Total: 4.0 CPU hours; 1.00 GPU hours (assumed)." in text
+
+
 @pytest.mark.parametrize("name", preset_files.names())
 def test_every_preset_loads_and_builds_valid_configs(name):
     preset = preset_files.load(name)
@@ -107,7 +128,7 @@ def test_train_preset_flag_loads_a_preset_and_flags_still_override(tmp_path):
     assert trainer.config.algo == "eggroll" and trainer.config.population_size == 16
     assert trainer.config.lr == 0.2 and loop.total_steps == 1000
     trainer, *_ = build(["--preset", ENV, "--algo", "ppo"])
-    assert trainer.config == PPOConfig(total_steps=300_000)
+    assert trainer.config == PPOConfig(total_steps=300_000, hidden=(256, 256, 256), layer_norm=True)
     with pytest.raises(ValueError, match="bad.toml: unknown field 'oops'"):
         build(["--preset", str(_write(tmp_path, "oops = 1\n"))])
 
