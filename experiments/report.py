@@ -22,6 +22,32 @@ def final_returns(rows: list[dict]) -> list[float]:
     return [last[seed]["eval_return"] for seed in sorted(last)]
 
 
+def ppo_scale(
+    ppo: Optional[tuple[float, float]], random_return: Optional[float]
+) -> Optional[tuple[float, float]]:
+    """``(R_random, R_PPO - R_random)``, the offset and scale of PPO-normalised returns, or
+    None where they would mislead: no PPO run, no random baseline, or PPO's mean within two
+    standard errors (or 1%) of the random return, where the ratio would only amplify noise."""
+    if ppo is None or random_return is None:
+        return None
+    ppo_mean, ppo_se = ppo
+    gap = ppo_mean - random_return
+    if gap <= max(2 * ppo_se, 0.01 * max(abs(ppo_mean), abs(random_return)), 1e-8):
+        return None
+    return random_return, gap
+
+
+def env_scales(rows: list[dict], meta: dict) -> dict[str, tuple[float, float]]:
+    """``ppo_scale`` of every env of a comparison where it is defined (for the figure)."""
+    scales = {}
+    for env_id, pairs in results.pairs(rows).items():
+        ppo = results.mean_se(final_returns(pairs["ppo"])) if "ppo" in pairs else None
+        scale = ppo_scale(ppo, meta.get("envs", {}).get(env_id, {}).get("random_return"))
+        if scale is not None:
+            scales[env_id] = scale
+    return scales
+
+
 def normalised(
     value: float, ppo: Optional[tuple[float, float]], random_return: Optional[float]
 ) -> str:
@@ -34,17 +60,16 @@ def normalised(
 
     Returns:
       The score as text, or a short reason (no PPO run, no random baseline, or PPO within
-      noise of random, where the ratio would be meaningless).
+      noise of random, where the ratio would be meaningless: ``ppo_scale``).
     """
     if ppo is None:
         return "no PPO run"
     if random_return is None:
         return "no random baseline"
-    ppo_mean, ppo_se = ppo
-    gap = ppo_mean - random_return
-    if gap <= max(2 * ppo_se, 0.01 * max(abs(ppo_mean), abs(random_return)), 1e-8):
-        return f"PPO near random ({ppo_mean:.4g} vs {random_return:.4g}): not normalised"
-    return f"{(value - random_return) / gap:.2f}"
+    scale = ppo_scale(ppo, random_return)
+    if scale is None:
+        return f"PPO near random ({ppo[0]:.4g} vs {random_return:.4g}): not normalised"
+    return f"{(value - scale[0]) / scale[1]:.2f}"
 
 
 def threshold_time(rows: list[dict], threshold: Optional[float]) -> str:
