@@ -520,7 +520,7 @@ def estimate(plan: Plan, sizing: dict, gpu_speedup: float) -> str:
         + " | all CPU h | GPU h (assumed) |",
         "| --- | --- | " + " | ".join("---" for _ in plan.algos) + " | --- | --- |",
     ]
-    total = 0.0
+    total, missing = 0.0, 0
     for env_id in plan.env_ids:
         budget = _budget(plan, preset_files.for_env(env_id))
         cells, env_total = [], 0.0
@@ -528,6 +528,7 @@ def estimate(plan: Plan, sizing: dict, gpu_speedup: float) -> str:
             measured = sizing.get("pairs", {}).get(f"{env_id} {algo}", {})
             if budget is None or not measured.get("steps_per_s"):
                 cells.append("not measured")
+                missing += 1
                 continue
             hours = (budget * len(plan.seeds) / measured["steps_per_s"] + measured["compile_s"]) / 3600
             cells.append(f"{hours:.2f}")
@@ -535,7 +536,8 @@ def estimate(plan: Plan, sizing: dict, gpu_speedup: float) -> str:
         total += env_total
         lines.append(f"| {env_id} | {budget or 0:,} | {' | '.join(cells)} | {env_total:.2f} "
                      f"| {env_total / gpu_speedup:.3f} |")
-    lines += ["", f"Total: {total:.1f} CPU hours; {total / gpu_speedup:.2f} GPU hours (assumed)."]
+    lines += ["", f"Total: {total:.1f} CPU hours; {total / gpu_speedup:.2f} GPU hours (assumed)."
+              + (f" {missing} (env, algo) pairs not measured are not counted." if missing else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -160,6 +160,16 @@ def verdict(eggroll: list[float], other: list[float]) -> str:
     return "competitive"
 
 
+def beats_random(finals: list[float], random_return: Optional[float]) -> bool:
+    """Whether final returns clearly beat the random policy: their mean is above the random
+    return by more than two standard errors and by 5% of the larger magnitude (so that a
+    near-deterministic env with tiny standard errors does not count a hair's gain)."""
+    if random_return is None:
+        return False
+    mean, se = results.mean_se(finals)
+    return mean - random_return > max(2 * se, 0.05 * max(abs(mean), abs(random_return)), 1e-8)
+
+
 def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
     """The README's results section: one table over all envs, the figure, and the paper check.
 
@@ -178,7 +188,7 @@ def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
     ]
     counts = {"better": 0, "competitive": 0, "worse": 0}
     speedups = []
-    skipped = []
+    skipped, worse, unlearned = [], [], []
     for env_id, info in meta.get("envs", {}).items():
         if info.get("skipped"):
             skipped.append(f"{env_id} ({info['skipped'].splitlines()[0]})")
@@ -198,11 +208,17 @@ def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
         if "eggroll" in finals and "openes" in finals:
             compared = verdict(finals["eggroll"], finals["openes"])
             counts[compared] += 1
+            if compared == "worse":
+                worse.append(env_id)
             speedups.append(_speed(pairs["eggroll"]) / _speed(pairs["openes"]))
         norm = "-"
         if "eggroll" in finals:
             ppo = results.mean_se(finals["ppo"]) if "ppo" in finals else None
             norm = normalised(results.mean_se(finals["eggroll"])[0], ppo, info.get("random_return"))
+        if "random_return" in info and not any(
+            beats_random(f, info["random_return"]) for f in finals.values()
+        ):
+            unlearned.append(env_id)
         speeds = " / ".join(
             f"{_speed(pairs[a]):,.0f}" if a in pairs else "-" for a in ("eggroll", "openes", "ppo")
         )
@@ -222,6 +238,11 @@ def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
                 f" EGGROLL's training steps/s were {min(speedups):.2g}x to {max(speedups):.2g}x "
                 "OpenES's on the same env, policy and population."
                 if speedups else ""
+            )
+            + (f" EGGROLL is worse here on {', '.join(worse)}." if worse else "")
+            + (
+                " No algorithm clearly beat the random policy (mean more than two standard "
+                f"errors and 5% above it) on {', '.join(unlearned)}." if unlearned else ""
             )
         )
     if skipped:

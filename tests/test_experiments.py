@@ -55,7 +55,7 @@ def test_estimate_adds_each_pairs_steps_at_its_measured_speed():
     # 36,000 steps x 2 seeds / 20 per s = 1 h; / 10 per s = 2 h, + 1 h compile.
     assert "| gymnax/CartPole-v1 | 36,000 | 1.00 | 3.00 | 4.00 | 1.000 |" in text
     assert "| gymnax/Pendulum-v1 | 36,000 | not measured | not measured | 0.00 | 0.000 |" in text
-    assert "Total: 4.0 CPU hours; 1.00 GPU hours (assumed)." in text
+    assert "Total: 4.0 CPU hours; 1.00 GPU hours (assumed). 2 (env, algo) pairs not measured" in text
 
 
 @pytest.mark.parametrize("name", preset_files.names())
@@ -386,12 +386,29 @@ def test_readme_block_tables_counts_and_marks(tmp_path):
     assert "better on 1, competitive on 1, worse on 0 of 2 envs" in block
     assert "1x to 4x" in block and "![learning curves](fig.png)" in block
     assert "Skipped: c/Env (pip install c)." in block
+    assert "worse here" not in block
+    # b/Env has no random baseline; with one above every return, no algorithm learned there.
+    meta["envs"]["b/Env"]["random_return"] = 1.05
+    block = report.readme_block(rows, meta, "fig.png")
+    assert "No algorithm clearly beat the random policy" in block and "5% above it) on b/Env." in block
+    rows_worse = _rows("a/Env", "eggroll", [1.0, 1.1]) + _rows("a/Env", "openes", [5.0, 5.1])
+    assert "EGGROLL is worse here on a/Env." in report.readme_block(rows_worse, meta, "fig.png")
     readme = tmp_path / "README.md"
     readme.write_text("head\n<!-- results:x:start -->\nold\n<!-- results:x:end -->\ntail\n")
     text = report.replace_marked(readme.read_text(), "results:x", block)
     assert text.startswith("head\n<!-- results:x:start -->\n`cmd`") and text.endswith("<!-- results:x:end -->\ntail\n")
     with pytest.raises(ValueError, match="expected one"):
         report.replace_marked("no markers", "results:x", block)
+
+
+def test_beats_random_needs_two_standard_errors_and_five_percent():
+    from eggroll_rl.experiments import report
+
+    assert report.beats_random([30.0, 31.0, 29.0], 18.9)
+    assert not report.beats_random([19.0, 19.1, 18.95], 18.9)  # within 5%
+    assert not report.beats_random([40.0, 0.0, 20.0], 18.9)  # within two standard errors
+    assert not report.beats_random([30.0, 31.0], None)
+    assert report.beats_random([-150.0, -140.0], -1285.0)  # negative returns
 
 
 def test_readme_results_section_is_generated_from_the_committed_files():
