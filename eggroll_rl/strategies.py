@@ -59,9 +59,9 @@ class Population:
 
 
 # Largest population (per device) whose per-member noise is rebuilt inside each step (``keep_in_loop``);
-# larger ones get it materialised once (``materialise_once``). Measured with ``eggroll-rl bench``
-# under a plain jax.jit on the CPU (docs/performance.md): rebuilding wins up to 2048 members of
-# the paper's 3 x 256 policy, and collapses to a fifth of inference speed at 4096.
+# larger ones get it materialised once (``materialise_once``). The crossover is where
+# ``eggroll-rl bench`` under a plain jax.jit shows rebuilding stop paying for the paper's 3 x 256
+# policy (figures in docs/performance.md).
 TIE_TO_STEP_MAX_MEMBERS = 2048
 
 
