@@ -140,7 +140,7 @@ def apply_best(env_id: str, out_dir: pathlib.Path, algos: Sequence[str]) -> None
         best = best_trial(rows)
         if best is None:
             raise SystemExit(f"--apply: no trials for {env_id} {algo} in {path_csv}.")
-        comment = (f"Best of {len(rows)} random-search trials (trial {best['trial']}, mean final "
+        comment = (f"Best of {len(rows)} trials of this task's search (trial {best['trial']}, mean final "
                    f"return {float(best['final_mean']):.4g} at {int(best['total_steps']):,} env steps, "
                    f"seeds {best['seeds']}): {path_csv.as_posix()}")
         text = preset_files.replace_fields(text, algo, json.loads(best["config"]), comment)
