@@ -236,7 +236,7 @@ def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
             "competitive on 7, worse on 2 of 16."
             + (
                 f" EGGROLL's training steps/s were {min(speedups):.2g}x to {max(speedups):.2g}x "
-                "OpenES's on the same env, policy and population."
+                "OpenES's on the same env and policy."
                 if speedups else ""
             )
             + (f" EGGROLL is worse here on {', '.join(worse)}." if worse else "")

@@ -106,7 +106,13 @@ def test_toml_values_round_trip():
         assert tomllib.loads(f"v = {preset_files.toml_value(value)}")["v"] == value
 
 
-def test_a_real_trial_of_each_algorithm_trains_and_is_recorded(tmp_path):
+def test_a_real_trial_of_each_algorithm_trains_and_is_recorded(tmp_path, monkeypatch):
+    presets = tmp_path / "task-presets"
+    shutil.copytree(preset_files.PRESET_DIR, presets)
+    monkeypatch.setattr(preset_files, "PRESET_DIR", presets)
+    path = presets / f"{ENV}.toml"  # a tiny network: the trial's fields beyond the space
+    path.write_text(path.read_text().replace("[eggroll]\n", "[eggroll]\nhidden = [8]\n")
+                    .replace("[openes]\n", "[openes]\nhidden = [8]\n"))
     tune.main(["--env", ENV, "--trials", "1", "--total-steps", "3000", "--out-dir", str(tmp_path),
                "--choose", "population_size=8", "episodes_per_member=1"])
     for algo in ("eggroll", "openes"):
