@@ -67,13 +67,10 @@ def parse_choices(items: Sequence[str]) -> dict[str, list]:
     return out
 
 
-def sample(space: dict[str, list], rng: random.Random, algo: str) -> dict:
-    """One trial: a value drawn uniformly from each list of ``space`` (OpenES drops ``rank``,
-    after drawing it, so that both algorithms see the same sequence of draws)."""
-    trial = {name: rng.choice(values) for name, values in space.items()}
-    if algo == "openes":
-        trial.pop("rank", None)
-    return trial
+def sample(space: dict[str, list], rng: random.Random) -> dict:
+    """One trial: a value drawn uniformly from each list of ``space`` (both algorithms use the
+    same draw; ``tune_env`` drops ``rank`` for OpenES)."""
+    return {name: rng.choice(values) for name, values in space.items()}
 
 
 def incumbent(preset, space: dict[str, list]) -> dict:
@@ -179,7 +176,7 @@ def tune_env(env_id: str, args) -> None:
     for trial in range(trials):
         # Trial 0 is the preset's values before the search (the incumbent); the others are
         # random draws from the space.
-        draw = incumbent(preset, space) if trial == 0 else sample(space, rng, "eggroll")
+        draw = incumbent(preset, space) if trial == 0 else sample(space, rng)
         for algo in args.algos:
             if trial < len(done[algo]):
                 continue
