@@ -8,6 +8,7 @@ the ratio would only amplify noise, so the summary says so instead of dividing.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from eggroll_rl.experiments import results
@@ -124,7 +125,8 @@ def env_section(env_id: str, pairs: dict[str, list[dict]], info: dict) -> str:
 
 
 def summary(rows: list[dict], meta: dict) -> str:
-    """The whole summary.md: run metadata, then one section per env (skipped envs included)."""
+    """The whole summary.md: run metadata, the table over all envs, then one section per env
+    (skipped envs included)."""
     head = [
         "# Comparison",
         "",
@@ -135,6 +137,8 @@ def summary(rows: list[dict], meta: dict) -> str:
         "Final return: each seed's last eval (mean policy, fresh episodes), mean ± standard error "
         "over seeds. Train s excludes compilation. PPO-normalised: (R - R_random) / "
         "(R_PPO - R_random).",
+        "",
+        *overview(rows, meta).table,
         "",
     ]
     grouped = results.pairs(rows)
@@ -170,35 +174,45 @@ def beats_random(finals: list[float], random_return: Optional[float]) -> bool:
     return mean - random_return > max(2 * se, 0.05 * max(abs(mean), abs(random_return)), 1e-8)
 
 
-def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
-    """The README's results section: one table over all envs, the figure, and the paper check.
+ALGOS = ("eggroll", "openes", "ppo")
 
-    Generated from results.csv and meta.json only, so the README cannot drift from the files.
-    """
+
+@dataclasses.dataclass
+class Overview:
+    """All envs of a comparison at once: ``table`` (markdown lines, one row per env),
+    ``verdicts`` (env -> EGGROLL vs OpenES, for envs with both), ``unlearned`` (envs where no
+    algorithm clearly beat the random policy), ``pending`` (env -> algorithms not run yet),
+    ``skipped`` ("env (why)") and ``speedups`` (EGGROLL's steps/s over OpenES's, per env)."""
+
+    table: list[str]
+    verdicts: dict[str, str]
+    unlearned: list[str]
+    pending: dict[str, list[str]]
+    skipped: list[str]
+    speedups: list[float]
+
+
+def overview(rows: list[dict], meta: dict) -> Overview:
+    """The per-env table and the counts, from results.csv rows and meta.json."""
     grouped = results.pairs(rows)
-    lines = [
-        f"`{meta.get('command', '')}` on {meta.get('cores', '?')} cores ({meta.get('cpu', '?')}), "
-        f"JAX {meta.get('jax', '?')}, {meta.get('date', '')[:10]}, commit "
-        f"`{(meta.get('git_commit') or '?')[:10]}`. Final eval return of the mean policy, mean ± "
-        "s.e. over seeds; steps/s over all seeds, training only.",
-        "",
+    out = Overview([
         "| env | budget (steps/seed) | EGGROLL | OpenES | PPO | EGGROLL vs OpenES | "
         "EGGROLL PPO-normalised | steps/s EGGROLL / OpenES / PPO |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    counts = {"better": 0, "competitive": 0, "worse": 0}
-    speedups = []
-    skipped, worse, unlearned = [], [], []
+    ], {}, [], {}, [], [])
     for env_id, info in meta.get("envs", {}).items():
         if info.get("skipped"):
-            skipped.append(f"{env_id} ({info['skipped'].splitlines()[0]})")
+            out.skipped.append(f"{env_id} ({info['skipped'].splitlines()[0]})")
             continue
         pairs = grouped.get(env_id, {})
         if not pairs:
             continue
         finals = {algo: final_returns(r) for algo, r in pairs.items()}
+        missing = [a for a in ALGOS if a not in finals]
+        if missing:
+            out.pending[env_id] = missing
         cells = []
-        for algo in ("eggroll", "openes", "ppo"):
+        for algo in ALGOS:
             if algo in finals:
                 mean, se = results.mean_se(finals[algo])
                 cells.append(f"{mean:.4g} ± {se:.2g}")
@@ -206,11 +220,8 @@ def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
                 cells.append("-")
         compared = "-"
         if "eggroll" in finals and "openes" in finals:
-            compared = verdict(finals["eggroll"], finals["openes"])
-            counts[compared] += 1
-            if compared == "worse":
-                worse.append(env_id)
-            speedups.append(_speed(pairs["eggroll"]) / _speed(pairs["openes"]))
+            compared = out.verdicts[env_id] = verdict(finals["eggroll"], finals["openes"])
+            out.speedups.append(_speed(pairs["eggroll"]) / _speed(pairs["openes"]))
         norm = "-"
         if "eggroll" in finals:
             ppo = results.mean_se(finals["ppo"]) if "ppo" in finals else None
@@ -218,35 +229,67 @@ def readme_block(rows: list[dict], meta: dict, figure: str) -> str:
         if "random_return" in info and not any(
             beats_random(f, info["random_return"]) for f in finals.values()
         ):
-            unlearned.append(env_id)
-        speeds = " / ".join(
-            f"{_speed(pairs[a]):,.0f}" if a in pairs else "-" for a in ("eggroll", "openes", "ppo")
-        )
-        lines.append(
+            out.unlearned.append(env_id)
+        speeds = " / ".join(f"{_speed(pairs[a]):,.0f}" if a in pairs else "-" for a in ALGOS)
+        out.table.append(
             f"| {env_id} | {info.get('total_steps', 0):,} | {' | '.join(cells)} | {compared} "
             f"| {norm} | {speeds} |"
         )
-    lines += ["", f"![learning curves]({figure})", ""]
-    n = sum(counts.values())
+    return out
+
+
+def readme_block(rows: list[dict], meta: dict, folder: str) -> str:
+    """The README's results section: the counts against the paper's, which env falls where,
+    the figure, and a link to the per-env table in ``folder``/summary.md (``folder``: the
+    result folder's path relative to the README).
+
+    Its length does not grow with the number of envs (only its lists do), so the README stays
+    short however many tasks a suite holds. Generated from results.csv and meta.json only, so
+    the README cannot drift from the files.
+    """
+    view = overview(rows, meta)
+    lines = [
+        f"`{meta.get('command', '')}` on {meta.get('cores', '?')} cores ({meta.get('cpu', '?')}), "
+        f"JAX {meta.get('jax', '?')}, {meta.get('date', '')[:10]}, commit "
+        f"`{(meta.get('git_commit') or '?')[:10]}`. Final eval return of the mean policy, mean ± "
+        f"s.e. over seeds, per env with its budget and speeds: [`summary.md`]({folder}/summary.md).",
+        "",
+    ]
+    by_class = {
+        c: [e for e, v in view.verdicts.items() if v == c] for c in ("better", "competitive", "worse")
+    }
+    n = len(view.verdicts)
     if n:
-        lines.append(
-            f"EGGROLL against OpenES here: better on {counts['better']}, competitive on "
-            f"{counts['competitive']}, worse on {counts['worse']} of {n} envs (better/worse: means "
-            "more than two standard errors of their difference apart). The paper: better on 7, "
-            "competitive on 7, worse on 2 of 16."
-            + (
-                f" EGGROLL's training steps/s were {min(speedups):.2g}x to {max(speedups):.2g}x "
-                "OpenES's on the same env and policy."
-                if speedups else ""
+        lines += [
+            "| EGGROLL vs OpenES | better | competitive | worse |",
+            "| --- | --- | --- | --- |",
+            f"| here ({n} envs) | {len(by_class['better'])} | {len(by_class['competitive'])} "
+            f"| {len(by_class['worse'])} |",
+            "| the paper (16 envs) | 7 | 7 | 2 |",
+            "",
+            "Better or worse: means more than two standard errors of their difference apart. "
+            + " ".join(
+                f"{c.capitalize()} here: {', '.join(envs)}." for c, envs in by_class.items() if envs
             )
-            + (f" EGGROLL is worse here on {', '.join(worse)}." if worse else "")
+            + (
+                f" EGGROLL's training steps/s were {min(view.speedups):.2g}x to "
+                f"{max(view.speedups):.2g}x OpenES's on the same env and policy."
+                if view.speedups else ""
+            )
             + (
                 " No algorithm clearly beat the random policy (mean more than two standard "
-                f"errors and 5% above it) on {', '.join(unlearned)}." if unlearned else ""
+                f"errors and 5% above it) on {', '.join(view.unlearned)}." if view.unlearned else ""
             )
-        )
-    if skipped:
-        lines += ["", "Skipped: " + "; ".join(skipped) + "."]
+            + (
+                " Still to run: "
+                + "; ".join(f"{e} ({', '.join(a)})" for e, a in view.pending.items()) + "."
+                if view.pending else ""
+            ),
+            "",
+        ]
+    lines.append(f"![learning curves]({folder}/curves.png)")
+    if view.skipped:
+        lines += ["", "Skipped: " + "; ".join(view.skipped) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -261,15 +304,17 @@ def replace_marked(text: str, name: str, block: str) -> str:
 
 
 def main(argv=None) -> None:
-    """``eggroll-rl report DIR [--readme README.md]``: print (or write into a README) the block."""
+    """``eggroll-rl report DIR [--readme README.md]``: regenerate DIR/summary.md, and print the
+    README block (or write it into a README)."""
     import argparse
     import json
     import pathlib
 
     parser = argparse.ArgumentParser(
         prog="eggroll-rl report",
-        description="Summarise a compare result folder as a README section (table, figure, "
-        "agreement with the paper), regenerated from its results.csv and meta.json.",
+        description="Regenerate a compare result folder's summary.md (per-env table and "
+        "sections) and its README section (counts against the paper, figure), both from its "
+        "results.csv and meta.json.",
     )
     parser.add_argument("dir", type=pathlib.Path, help="a folder written by `eggroll-rl compare`")
     parser.add_argument(
@@ -282,10 +327,11 @@ def main(argv=None) -> None:
     if not rows or not meta_path.exists():
         parser.error(f"{args.dir} holds no results.csv rows or no meta.json.")
     meta = json.loads(meta_path.read_text())
+    (args.dir / "summary.md").write_text(summary(rows, meta))
     if args.readme is None:
-        print(readme_block(rows, meta, str(args.dir / "curves.png")), end="")
+        print(readme_block(rows, meta, args.dir.as_posix()), end="")
         return
-    figure = (args.dir / "curves.png").resolve().relative_to(args.readme.resolve().parent)
-    block = readme_block(rows, meta, figure.as_posix())
+    folder = args.dir.resolve().relative_to(args.readme.resolve().parent)
+    block = readme_block(rows, meta, folder.as_posix())
     args.readme.write_text(replace_marked(args.readme.read_text(), f"results:{args.dir.name}", block))
-    print(f"updated {args.readme}")
+    print(f"updated {args.readme} and {args.dir / 'summary.md'}")

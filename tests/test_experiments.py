@@ -368,7 +368,7 @@ def test_verdict_counts_two_standard_errors_of_the_difference():
     assert report.verdict([0.0, 40.0], [10.0, 10.0]) == "competitive"
 
 
-def test_readme_block_tables_counts_and_marks(tmp_path):
+def test_overview_and_readme_block_count_list_and_link(tmp_path):
     from eggroll_rl.experiments import report
 
     rows = (
@@ -380,20 +380,31 @@ def test_readme_block_tables_counts_and_marks(tmp_path):
     meta = {"command": "cmd", "cores": 2, "jax": "x", "date": "2026-01-01T00:00",
             "envs": {"a/Env": {"total_steps": 2000, "random_return": 0.0},
                      "b/Env": {"total_steps": 2000}, "c/Env": {"skipped": "pip install c"}}}
-    block = report.readme_block(rows, meta, "fig.png")
-    a_line = next(line for line in block.splitlines() if line.startswith("| a/Env"))
+    view = report.overview(rows, meta)
+    a_line = next(line for line in view.table if line.startswith("| a/Env"))
     assert "| 20 ± 0.12 | 10 ± 0.058 | 30 ± 0 | better | 0.67 |" in a_line
     assert "3,000 / 750 / 1,500" in a_line  # steps/s: all seeds' steps at the last eval / wall s
-    assert "better on 1, competitive on 1, worse on 0 of 2 envs" in block
-    assert "1x to 4x" in block and "![learning curves](fig.png)" in block
+    assert view.verdicts == {"a/Env": "better", "b/Env": "competitive"}
+    assert view.pending == {"b/Env": ["ppo"]} and view.speedups == [4.0, 1.0]
+    # the per-env table lives in summary.md; the README block has the counts and the lists
+    assert a_line in report.summary(rows, meta).splitlines()
+    block = report.readme_block(rows, meta, "res")
+    assert "| a/Env" not in block and "[`summary.md`](res/summary.md)" in block
+    assert "| here (2 envs) | 1 | 1 | 0 |" in block and "| the paper (16 envs) | 7 | 7 | 2 |" in block
+    assert "Better here: a/Env. Competitive here: b/Env." in block and "Worse here" not in block
+    assert "1x to 4x" in block and "![learning curves](res/curves.png)" in block
+    assert "Still to run: b/Env (ppo)." in block
     assert "Skipped: c/Env (pip install c)." in block
-    assert "worse here" not in block
     # b/Env has no random baseline; with one above every return, no algorithm learned there.
     meta["envs"]["b/Env"]["random_return"] = 1.05
-    block = report.readme_block(rows, meta, "fig.png")
+    block = report.readme_block(rows, meta, "res")
     assert "No algorithm clearly beat the random policy" in block and "5% above it) on b/Env." in block
+    # the block's length does not grow with the number of envs
+    many = rows + [r | {"env": f"z{i}/Env"} for i in range(20) for r in _rows("", "eggroll", [1.0])]
+    meta["envs"].update({f"z{i}/Env": {"total_steps": 2000} for i in range(20)})
+    assert len(report.readme_block(many, meta, "res").splitlines()) == len(block.splitlines())
     rows_worse = _rows("a/Env", "eggroll", [1.0, 1.1]) + _rows("a/Env", "openes", [5.0, 5.1])
-    assert "EGGROLL is worse here on a/Env." in report.readme_block(rows_worse, meta, "fig.png")
+    assert "Worse here: a/Env." in report.readme_block(rows_worse, meta, "res")
     readme = tmp_path / "README.md"
     readme.write_text("head\n<!-- results:x:start -->\nold\n<!-- results:x:end -->\ntail\n")
     text = report.replace_marked(readme.read_text(), "results:x", block)
@@ -419,9 +430,12 @@ def test_readme_results_section_is_generated_from_the_committed_files():
     folder = root / "experiments" / "results" / "paper-cpu"
     rows = results.read(folder / "results.csv")
     meta = json.loads((folder / "meta.json").read_text())
-    block = report.readme_block(rows, meta, "experiments/results/paper-cpu/curves.png")
+    block = report.readme_block(rows, meta, "experiments/results/paper-cpu")
     readme = (root / "README.md").read_text()
+    fix = "run `eggroll-rl report experiments/results/paper-cpu --readme README.md`"
     assert report.replace_marked(readme, "results:paper-cpu", block) == readme, (
-        "README's paper-cpu section differs from the committed results: run "
-        "`eggroll-rl report experiments/results/paper-cpu --readme README.md`"
+        f"README's paper-cpu section differs from the committed results: {fix}"
+    )
+    assert (folder / "summary.md").read_text() == report.summary(rows, meta), (
+        f"summary.md differs from the committed results: {fix}"
     )
