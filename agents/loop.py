@@ -93,7 +93,17 @@ class LoopConfig:
     skip_window: int = 10
     """Generations over which ``max_skipped_fraction`` is judged."""
     seeds: Sequence[int] = (0,)
-    """Seeds trained side by side in one vmapped program."""
+    """Seeds trained in one program: side by side (vmapped), or one after the other within each
+    chunk with ``seeds_in_sequence``."""
+    seeds_in_sequence: bool = False
+    """Run each chunk's seeds one after the other (``lax.map``) instead of side by side
+    (``vmap``). Results are the same; the cost differs. Vmapped seeds run every generation of
+    the slowest: a seed whose step budget is spent is still computed (masked) until the last
+    seed's is, and one generation lasts until the longest episode of any seed ends. In
+    sequence, each seed costs only its own generations. Worth it where seeds' episode lengths
+    drift apart (a seed that learns to end episodes early takes many more generations to spend
+    its budget) and batching seeds gains little (a CPU); on an accelerator, vmapped seeds fill
+    the device."""
     progress: bool = True
     """Show a progress bar of env steps."""
     stop_at: Optional[float] = None
@@ -640,7 +650,12 @@ def _compiled_programs(trainer: Trainer, loop: LoopConfig, init_keys, eval_keys)
     )
     over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
     init = jax.jit(over_seeds(trainer.init), compiler_options=options)
-    chunk_fn = jax.jit(over_seeds(_chunk(trainer, loop.total_steps)), compiler_options=options)
+    chunk = _chunk(trainer, loop.total_steps)
+    if loop.seeds_in_sequence and len(loop.seeds) > 1:
+        chunk_fn = jax.jit(lambda state, n: jax.lax.map(lambda a: chunk(*a), (state, n)),
+                           compiler_options=options)
+    else:
+        chunk_fn = jax.jit(over_seeds(chunk), compiler_options=options)
     lengths = jax.ShapeDtypeStruct((len(loop.seeds),), jnp.int32)
     evaluate_fn = jax.jit(over_seeds(trainer.evaluate), compiler_options=options)
     # On one device, lower from the state's shapes so both programs trace and compile (XLA

@@ -84,6 +84,7 @@ class Plan:
     command: str = ""
     checkpoint_every: int = 10  # chunks between a pair's checkpoints (also every 5 minutes)
     status_seconds: float = 60.0  # at most one progress line per this many seconds at chunk ends
+    seeds_in_sequence: Optional[bool] = None  # None: the preset's (LoopConfig.seeds_in_sequence)
 
 
 class Interrupted(Exception):
@@ -373,6 +374,10 @@ def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log
         iterations_per_chunk=_chunk(plan, config, task),
         checkpoint_every=plan.checkpoint_every,
         seeds=tuple(plan.seeds),
+        seeds_in_sequence=(
+            plan.seeds_in_sequence if plan.seeds_in_sequence is not None
+            else bool(preset and preset.seeds_in_sequence)
+        ),
         progress=plan.progress,
     )
     run_dir = pathlib.Path(plan.out) / "runs" / env_id / algo
@@ -383,7 +388,8 @@ def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log
     record = {"algo": algo, "env": env_id, "seeds": list(plan.seeds),
               "config": dataclasses.asdict(config),
               "loop": {"iterations_per_chunk": loop.iterations_per_chunk,
-                       "checkpoint_every": loop.checkpoint_every}}
+                       "checkpoint_every": loop.checkpoint_every,
+                       "seeds_in_sequence": loop.seeds_in_sequence}}
     log(f"{env_id} {algo}: {budget:,} env steps x {len(plan.seeds)} seeds"
         + (f" (resuming from the checkpoint at iteration {saved[-1]:,})" if resume else ""))
     pair = (env_id, algo)
@@ -551,7 +557,12 @@ def _parser() -> argparse.ArgumentParser:
                        "each preset's cpu_steps budget): " + "; ".join(
         f"{name}: {', '.join(ids)}" for name, ids in SUITES.items()))
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated (default: all)")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, vmapped (default 5)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    parser.add_argument(
+        "--seeds-in-sequence", action=argparse.BooleanOptionalAction, default=None,
+        help="run each chunk's seeds one after the other instead of vmapped side by side (same "
+        "results; cheaper where seeds' episode lengths drift apart; default: the preset's)",
+    )
     parser.add_argument("--total-steps", type=int, help="env steps per seed (default: the preset's)")
     parser.add_argument("--out", type=pathlib.Path, help="results folder (required unless --estimate)")
     parser.add_argument("--set", action="append", default=[], metavar="[ALGO.]FIELD=VALUE",
@@ -594,6 +605,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             overrides=parse_set(args.set),
             evals=args.evals,
             iterations_per_chunk=args.iterations_per_chunk,
+            seeds_in_sequence=args.seeds_in_sequence,
             progress=not args.no_progress,
             command=shlex.join(["eggroll-rl", "compare", *argv]),
         )

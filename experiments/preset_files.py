@@ -40,6 +40,7 @@ _TOP_LEVEL: dict[str, tuple[type, bool]] = {  # field -> (type, required)
     "tune_steps": (int, False),
     "tune_trials": (int, False),
     "tune_population": (tuple[int, ...], False),
+    "seeds_in_sequence": (bool, False),
 }
 
 
@@ -64,6 +65,9 @@ class Preset:
     tune_steps: Optional[int] = None
     tune_trials: Optional[int] = None
     tune_population: Optional[tuple[int, ...]] = None
+    # Run the seeds of a comparison one after the other (LoopConfig.seeds_in_sequence): for
+    # tasks whose seeds' episode lengths drift apart.
+    seeds_in_sequence: bool = False
 
     @property
     def name(self) -> str:
