@@ -650,12 +650,12 @@ def _compiled_programs(trainer: Trainer, loop: LoopConfig, init_keys, eval_keys)
     )
     over_seeds = functools.partial(_over_seeds, single=len(loop.seeds) == 1)
     init = jax.jit(over_seeds(trainer.init), compiler_options=options)
-    chunk = _chunk(trainer, loop.total_steps)
+    one_seed = _chunk(trainer, loop.total_steps)
     if loop.seeds_in_sequence and len(loop.seeds) > 1:
-        chunk_fn = jax.jit(lambda state, n: jax.lax.map(lambda a: chunk(*a), (state, n)),
+        chunk_fn = jax.jit(lambda state, n: jax.lax.map(lambda a: one_seed(*a), (state, n)),
                            compiler_options=options)
     else:
-        chunk_fn = jax.jit(over_seeds(chunk), compiler_options=options)
+        chunk_fn = jax.jit(over_seeds(one_seed), compiler_options=options)
     lengths = jax.ShapeDtypeStruct((len(loop.seeds),), jnp.int32)
     evaluate_fn = jax.jit(over_seeds(trainer.evaluate), compiler_options=options)
     # On one device, lower from the state's shapes so both programs trace and compile (XLA
