@@ -97,7 +97,9 @@ class LoopConfig:
     chunk with ``seeds_in_sequence``."""
     seeds_in_sequence: bool = False
     """Run each chunk's seeds one after the other (``lax.map``) instead of side by side
-    (``vmap``). Results are the same; the cost differs. Vmapped seeds run every generation of
+    (``vmap``). The runs are the same up to float rounding (a batched computation may sum in
+    another order; a chaotic task can amplify that over many generations, as on other
+    hardware); the cost differs. Vmapped seeds run every generation of
     the slowest: a seed whose step budget is spent is still computed (masked) until the last
     seed's is, and one generation lasts until the longest episode of any seed ends. In
     sequence, each seed costs only its own generations. Worth it where seeds' episode lengths

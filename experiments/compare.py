@@ -560,8 +560,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument(
         "--seeds-in-sequence", action=argparse.BooleanOptionalAction, default=None,
-        help="run each chunk's seeds one after the other instead of vmapped side by side (same "
-        "results; cheaper where seeds' episode lengths drift apart; default: the preset's)",
+        help="run each chunk's seeds one after the other instead of vmapped side by side (the "
+        "same runs up to float rounding; cheaper where seeds' episode lengths drift apart; "
+        "default: the preset's)",
     )
     parser.add_argument("--total-steps", type=int, help="env steps per seed (default: the preset's)")
     parser.add_argument("--out", type=pathlib.Path, help="results folder (required unless --estimate)")
