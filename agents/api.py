@@ -215,6 +215,7 @@ def plan(
     checkpoint_every: int = 5,
     overwrite: bool = False,
     outputs: str = "auto",
+    seeds_in_sequence: Optional[bool] = None,
 ) -> Plan:
     """Validate a run without compiling anything; ``train`` is ``execute(plan(...))``.
 
@@ -251,11 +252,15 @@ def plan(
         es = isinstance(config, ESConfig)
         iterations_per_chunk = (2 if stop_at is not None else 5) if es else 10
     steps_budget = config.total_steps if total_steps is not None or time_budget is None else None
+    if seeds_in_sequence is None:
+        found = _preset_of(env, preset)
+        seeds_in_sequence = found is not None and found.seeds_in_sequence
     loop = LoopConfig(
         total_steps=steps_budget,
         iterations_per_chunk=int(iterations_per_chunk),
         checkpoint_every=int(checkpoint_every),
         seeds=tuple(int(seed) for seed in seeds),
+        seeds_in_sequence=bool(seeds_in_sequence),
         progress=bool(progress),
         stop_at=None if stop_at is None else float(stop_at),
         xla_cpu_options=bool(xla_cpu_options),
@@ -274,6 +279,7 @@ def plan(
             "checkpoint_every": loop.checkpoint_every,
             "stop_at": loop.stop_at,
             "xla_cpu_options": loop.xla_cpu_options,
+            "seeds_in_sequence": loop.seeds_in_sequence,
         },
         "threshold": _threshold(env, preset, loop.stop_at),
     }
@@ -391,14 +397,18 @@ def default_run_dir(algo: str, env: str) -> pathlib.Path:
     return pathlib.Path("runs") / f"{algo}-{env.replace('/', '_')}-{stamp}"
 
 
-def _threshold(env: str, preset: Optional[PathLike], stop_at: Optional[float]) -> Optional[float]:
-    """The preset's solved return (the curve's dashed line and the report), else ``stop_at``."""
+def _preset_of(env: str, preset: Optional[PathLike]):
+    """``preset`` loaded, else ``env``'s bundled preset, else None."""
     from eggroll_rl.experiments import preset_files
 
-    found = (
-        preset_files.load(str(preset)) if preset is not None
-        else preset_files.for_env(_preset_env(env))
+    return preset_files.load(str(preset)) if preset is not None else preset_files.for_env(
+        _preset_env(env)
     )
+
+
+def _threshold(env: str, preset: Optional[PathLike], stop_at: Optional[float]) -> Optional[float]:
+    """The preset's solved return (the curve's dashed line and the report), else ``stop_at``."""
+    found = _preset_of(env, preset)
     if found is not None and found.threshold is not None:
         return found.threshold
     if is_gymnasium_target(env):
@@ -522,6 +532,7 @@ def plan_resume(
         time_budget=saved_time if time_budget is None else time_budget, out=None,
         progress=progress, stop_at=loop.get("stop_at"),
         xla_cpu_options=loop.get("xla_cpu_options", False), int8=int8,
+        seeds_in_sequence=loop.get("seeds_in_sequence", False),
         iterations_per_chunk=loop["iterations_per_chunk"],
         checkpoint_every=loop["checkpoint_every"],
         network=network, outputs=saved.get("outputs", "auto") if network is not None else "auto",
@@ -878,6 +889,7 @@ def train(
     checkpoint_every: int = 5,
     overwrite: bool = False,
     outputs: str = "auto",
+    seeds_in_sequence: Optional[bool] = None,
 ) -> TrainingRun:
     """Train ``algo`` on ``env`` and return the run; the same as ``eggroll-rl train``.
 
@@ -890,7 +902,8 @@ def train(
             Gymnasium env as "gymnasium/<Id>" (e.g. "gymnasium/HalfCheetah-v5", or
             "gymnasium/my_package.envs:MyEnv-v0" to import the module that registers it),
             stepped on the host by ``agents.gymnasium_trainers``.
-        seeds: seeds trained side by side in one vmapped program.
+        seeds: seeds trained in one program, side by side (vmapped) or, with
+            ``seeds_in_sequence``, one after the other.
         total_steps: env steps per seed (default: the config's, i.e. the preset's budget;
             with only ``time_budget`` given, no step budget). Each seed stops at most one
             generation/update past it.
@@ -929,6 +942,9 @@ def train(
         outputs: what your own ``network`` module returns (``envs.actions.POLICY_OUTPUTS``):
             "auto" (default: told from types and shapes), "head", "head_value",
             "head_log_std", "head_log_std_value" or "distribution".
+        seeds_in_sequence: run each chunk's seeds one after the other instead of vmapped
+            (``LoopConfig.seeds_in_sequence``: the same runs up to float rounding, cheaper where
+            seeds' episode lengths drift apart). None: the preset's (False without one).
 
     Returns:
         A ``TrainingRun``.
@@ -938,7 +954,7 @@ def train(
         config=config, network=network, out=out, progress=progress, stop_at=stop_at,
         xla_cpu_options=xla_cpu_options, preset=preset, int8=int8,
         iterations_per_chunk=iterations_per_chunk, checkpoint_every=checkpoint_every,
-        overwrite=overwrite, outputs=outputs,
+        overwrite=overwrite, outputs=outputs, seeds_in_sequence=seeds_in_sequence,
     ))
 
 

@@ -71,6 +71,23 @@ def test_defaults_come_from_the_preset_and_overrides_apply(no_training):
     assert (config, source) == (ESConfig(), "ESConfig defaults")
 
 
+def test_seeds_in_sequence_comes_from_the_preset_unless_given(no_training, tmp_path):
+    from eggroll_rl.agents import api
+    from eggroll_rl.experiments import preset_files
+
+    bundled = preset_files.for_env("gymnax/CartPole-v1").path.read_text()
+    assert "seeds_in_sequence" not in bundled
+    custom = tmp_path / "cartpole.toml"
+    custom.write_text("seeds_in_sequence = true\n" + bundled)
+    env = "gymnax/CartPole-v1"
+    assert not api.plan("eggroll", env, seeds=(0, 1)).loop.seeds_in_sequence
+    planned = api.plan("eggroll", env, seeds=(0, 1), preset=custom)
+    assert planned.loop.seeds_in_sequence and planned.record["loop"]["seeds_in_sequence"]
+    assert not api.plan("eggroll", env, seeds=(0, 1), preset=custom,
+                        seeds_in_sequence=False).loop.seeds_in_sequence
+    assert api.plan("ppo", env, seeds=(0, 1), seeds_in_sequence=True).loop.seeds_in_sequence
+
+
 def test_run_matches_its_folder_and_the_saved_policy_acts_identically(tmp_path):
     out = tmp_path / "run"
     run = train("eggroll", "gymnax/CartPole-v1", seeds=(0, 1), total_steps=3_000, config=TINY,

@@ -253,6 +253,7 @@ def test_resume_of_a_missing_or_non_run_folder_is_one_line(no_training, tmp_path
     (["--hidden", "8"], "--hidden 8 contradicts"),
     (["--iterations-per-chunk", "3"], "has iterations_per_chunk=2)"),
     (["--int8"], "--int8 contradicts"),
+    (["--seeds-in-sequence"], "has seeds_in_sequence=false)"),
     (["--overwrite"], "--overwrite starts a new run"),
     (["--total-steps", "1000"], "--total-steps 1000 is below the run's budget 3000"),
 ])
@@ -266,7 +267,7 @@ def test_resume_refuses_flags_that_contradict_the_saved_run(no_training, finishe
 def test_resume_accepts_repeated_values_and_extends_the_budget(no_training, finished_run):
     run_dir, _ = finished_run
     same = train_cli.build(["--resume", str(run_dir), "--algo", "eggroll", "--population-size",
-                            "8", "--seed", "0"])
+                            "8", "--seed", "0", "--no-seeds-in-sequence"])
     assert same.resume and not same.overwrite and same.loop.total_steps == 3000
     longer = train_cli.build(["--resume", str(run_dir), "--total-steps", "9000"])
     assert longer.resume and longer.loop.total_steps == 9000

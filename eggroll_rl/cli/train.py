@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         help="eggroll only: int8 policy, integer EGGROLL; exports RUN_DIR/policy_int8.npz",
     )
     parser.add_argument(
+        "--seeds-in-sequence", action=argparse.BooleanOptionalAction, default=None,
+        help="with several --seed: run them one after the other instead of vmapped side by side "
+        "(the same runs up to float rounding; cheaper where seeds' episode lengths drift apart; "
+        "default: the preset's)",
+    )
+    parser.add_argument(
         "--xla-cpu-options", action="store_true",
         help="compile with XLA:CPU options that speed up float rollouts on CPU "
         "(see docs/performance.md)",
@@ -180,7 +186,7 @@ def build(argv: list[str]) -> api.Plan:
         progress=progress, stop_at=args.stop_at, xla_cpu_options=args.xla_cpu_options,
         preset=args.preset, int8=args.int8, iterations_per_chunk=args.iterations_per_chunk,
         checkpoint_every=5 if args.checkpoint_every is None else args.checkpoint_every,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, seeds_in_sequence=args.seeds_in_sequence,
     )
 
 
@@ -232,6 +238,10 @@ def _check_resume_flags(args: argparse.Namespace, rest: list[str]) -> None:
             refuse(flag, f"{given:g}", f"{key}={loop.get(key)}")
     if args.xla_cpu_options and not loop.get("xla_cpu_options", False):
         refuse("--xla-cpu-options", "", "xla_cpu_options=false")
+    saved_order = loop.get("seeds_in_sequence", False)
+    if args.seeds_in_sequence is not None and args.seeds_in_sequence != saved_order:
+        flag = "--seeds-in-sequence" if args.seeds_in_sequence else "--no-seeds-in-sequence"
+        refuse(flag, "", f"seeds_in_sequence={str(saved_order).lower()}")
     if not rest:
         return
     parsed = _parse_config(type(config), config, rest, saved["algo"], saved["env"],
