@@ -98,14 +98,13 @@ class LoopConfig:
     seeds_in_sequence: bool = False
     """Run each chunk's seeds one after the other (``lax.map``) instead of side by side
     (``vmap``). The runs are the same up to float rounding (a batched computation may sum in
-    another order; a chaotic task can amplify that over many generations, as on other
-    hardware); the cost differs. Vmapped seeds run every generation of
-    the slowest: a seed whose step budget is spent is still computed (masked) until the last
-    seed's is, and one generation lasts until the longest episode of any seed ends. In
-    sequence, each seed costs only its own generations. Worth it where seeds' episode lengths
-    drift apart (a seed that learns to end episodes early takes many more generations to spend
-    its budget) and batching seeds gains little (a CPU); on an accelerator, vmapped seeds fill
-    the device."""
+    another order, and a chaotic task can amplify that over many generations, as on other
+    hardware); the cost differs. Vmapped seeds run every generation of the slowest: a seed
+    whose step budget is spent is still computed (masked) until the last seed's is, and one
+    generation lasts until the longest episode of any seed ends. In sequence, each seed costs
+    only its own generations. Worth it where seeds' episode lengths drift apart (a seed that
+    learns to end episodes early takes many more generations to spend its budget) and batching
+    seeds gains little (a CPU); on an accelerator, vmapped seeds fill the device."""
     progress: bool = True
     """Show a progress bar of env steps."""
     stop_at: Optional[float] = None
