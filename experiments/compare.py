@@ -85,6 +85,7 @@ class Plan:
     checkpoint_every: int = 10  # chunks between a pair's checkpoints (also every 5 minutes)
     status_seconds: float = 60.0  # at most one progress line per this many seconds at chunk ends
     seeds_in_sequence: Optional[bool] = None  # None: the preset's (LoopConfig.seeds_in_sequence)
+    xla_cpu_options: Optional[bool] = None  # None: the preset's (LoopConfig.xla_cpu_options)
 
 
 class Interrupted(Exception):
@@ -358,6 +359,11 @@ def _chunk(plan: Plan, config, task) -> int:
     return max(1, iterations // plan.evals)
 
 
+def _from_preset(given: Optional[bool], preset, field: str) -> bool:
+    """A loop switch: ``given`` unless None, else the preset's field (False without a preset)."""
+    return given if given is not None else bool(preset is not None and getattr(preset, field))
+
+
 def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log,
               status: "Status") -> dict:
     import numpy as np
@@ -374,10 +380,8 @@ def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log
         iterations_per_chunk=_chunk(plan, config, task),
         checkpoint_every=plan.checkpoint_every,
         seeds=tuple(plan.seeds),
-        seeds_in_sequence=(
-            plan.seeds_in_sequence if plan.seeds_in_sequence is not None
-            else bool(preset and preset.seeds_in_sequence)
-        ),
+        seeds_in_sequence=_from_preset(plan.seeds_in_sequence, preset, "seeds_in_sequence"),
+        xla_cpu_options=_from_preset(plan.xla_cpu_options, preset, "xla_cpu_options"),
         progress=plan.progress,
     )
     run_dir = pathlib.Path(plan.out) / "runs" / env_id / algo
@@ -389,7 +393,8 @@ def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log
               "config": dataclasses.asdict(config),
               "loop": {"iterations_per_chunk": loop.iterations_per_chunk,
                        "checkpoint_every": loop.checkpoint_every,
-                       "seeds_in_sequence": loop.seeds_in_sequence}}
+                       "seeds_in_sequence": loop.seeds_in_sequence,
+                       "xla_cpu_options": loop.xla_cpu_options}}
     log(f"{env_id} {algo}: {budget:,} env steps x {len(plan.seeds)} seeds"
         + (f" (resuming from the checkpoint at iteration {saved[-1]:,})" if resume else ""))
     pair = (env_id, algo)
@@ -412,6 +417,8 @@ def _run_pair(plan: Plan, task, env_id: str, algo: str, budget: int, preset, log
         "seeds": list(plan.seeds),
         "config": record["config"],
         "iterations_per_chunk": loop.iterations_per_chunk,
+        "seeds_in_sequence": loop.seeds_in_sequence,
+        "xla_cpu_options": loop.xla_cpu_options,
         "compile_s": round(result.compile_s, 2),
         "wall_s": round(result.wall_s, 2),
         "finished": _now(),
@@ -564,6 +571,11 @@ def _parser() -> argparse.ArgumentParser:
         "same runs up to float rounding; cheaper where seeds' episode lengths drift apart; "
         "default: the preset's)",
     )
+    parser.add_argument(
+        "--xla-cpu-options", action=argparse.BooleanOptionalAction, default=None,
+        help="compile with the opt-in XLA:CPU options of eggroll_rl.xla.cpu_options (several "
+        "times faster physics for some suites on a CPU; default: the preset's)",
+    )
     parser.add_argument("--total-steps", type=int, help="env steps per seed (default: the preset's)")
     parser.add_argument("--out", type=pathlib.Path, help="results folder (required unless --estimate)")
     parser.add_argument("--set", action="append", default=[], metavar="[ALGO.]FIELD=VALUE",
@@ -607,6 +619,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             evals=args.evals,
             iterations_per_chunk=args.iterations_per_chunk,
             seeds_in_sequence=args.seeds_in_sequence,
+            xla_cpu_options=args.xla_cpu_options,
             progress=not args.no_progress,
             command=shlex.join(["eggroll-rl", "compare", *argv]),
         )

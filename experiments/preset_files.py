@@ -41,6 +41,7 @@ _TOP_LEVEL: dict[str, tuple[type, bool]] = {  # field -> (type, required)
     "tune_trials": (int, False),
     "tune_population": (tuple[int, ...], False),
     "seeds_in_sequence": (bool, False),
+    "xla_cpu_options": (bool, False),
 }
 
 
@@ -68,6 +69,10 @@ class Preset:
     # Run the seeds of a comparison one after the other (LoopConfig.seeds_in_sequence): for
     # tasks whose seeds' episode lengths drift apart.
     seeds_in_sequence: bool = False
+    # Compile a comparison's and a search's programs with the opt-in XLA:CPU options
+    # (eggroll_rl.xla.cpu_options; LoopConfig.xla_cpu_options): for tasks whose env physics
+    # runs several times faster with them on a CPU. The same for every algorithm of the task.
+    xla_cpu_options: bool = False
 
     @property
     def name(self) -> str:

@@ -101,6 +101,14 @@ def env_section(env_id: str, pairs: dict[str, list[dict]], info: dict) -> str:
         f"Budget {info.get('total_steps', 0):,} env steps per seed; random policy return "
         + (f"{random_return:.4g}" if random_return is not None else "not measured")
         + (f"; threshold {threshold:g}." if threshold is not None else "; no threshold for this env.")
+        + "".join(
+            f" {label}: {', '.join(algos)}."
+            for label, algos in (
+                (label, [a for a, done in info.get("algos", {}).items() if done.get(key)])
+                for key, label in (("seeds_in_sequence", "Seeds in sequence"),
+                                   ("xla_cpu_options", "Compiled with XLA:CPU options"))
+            ) if algos
+        )
     )
     lines += [
         "",

@@ -109,7 +109,7 @@ def run_trial(task, preset, algo: str, config: dict, total_steps: int, seeds: Se
     result = run(
         ESTrainer(task, es),
         LoopConfig(total_steps=total_steps, iterations_per_chunk=5, seeds=tuple(seeds),
-                   progress=False),
+                   progress=False, xla_cpu_options=preset.xla_cpu_options),
     )
     finals = result.final()
     return {

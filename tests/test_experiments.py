@@ -186,6 +186,25 @@ def test_compare_writes_results_curves_summary_and_meta(comparison):
     assert set(info["algos"]) == set(compare.ALGOS) and info["seeds"] == [0, 1]
     assert info["algos"]["ppo"]["config"]["num_envs"] == 4
     assert (out / "runs" / ENV / "ppo" / "metrics.csv").exists()
+    # CartPole's preset sets neither loop switch; each pair records both
+    for algo in compare.ALGOS:
+        assert not info["algos"][algo]["seeds_in_sequence"]
+        assert not info["algos"][algo]["xla_cpu_options"]
+
+
+def test_loop_switches_come_from_the_preset_unless_given(tmp_path):
+    bundled = preset_files.for_env(ENV).path.read_text()
+    custom = tmp_path / "custom.toml"
+    custom.write_text("seeds_in_sequence = true\nxla_cpu_options = true\n" + bundled)
+    switched, plain = preset_files.load(custom), preset_files.for_env(ENV)
+    for field in ("seeds_in_sequence", "xla_cpu_options"):
+        assert compare._from_preset(None, switched, field)
+        assert not compare._from_preset(False, switched, field)
+        assert not compare._from_preset(None, plain, field)
+        assert compare._from_preset(True, None, field) and not compare._from_preset(None, None, field)
+    custom.write_text("xla_cpu_options = 1\n" + bundled)
+    with pytest.raises(preset_files.PresetError, match="xla_cpu_options"):
+        preset_files.load(custom)
 
 
 def test_finished_pairs_are_kept_and_skipped(comparison):
@@ -382,6 +401,10 @@ def test_overview_and_readme_block_count_list_and_link(tmp_path):
                      "b/Env": {"total_steps": 2000}, "c/Env": {"skipped": "pip install c"}}}
     view = report.overview(rows, meta)
     a_line = next(line for line in view.table if line.startswith("| a/Env"))
+    meta["envs"]["a/Env"]["algos"] = {"eggroll": {"seeds_in_sequence": True, "xla_cpu_options": True},
+                                      "ppo": {"xla_cpu_options": True}}
+    section = report.env_section("a/Env", {}, meta["envs"]["a/Env"])
+    assert "Seeds in sequence: eggroll. Compiled with XLA:CPU options: eggroll, ppo." in section
     assert "| 20 ± 0.12 | 10 ± 0.058 | 30 ± 0 | better | 0.67 |" in a_line
     assert "3,000 / 750 / 1,500" in a_line  # steps/s: all seeds' steps at the last eval / wall s
     assert view.verdicts == {"a/Env": "better", "b/Env": "competitive"}
