@@ -252,8 +252,8 @@ def plan(
         es = isinstance(config, ESConfig)
         iterations_per_chunk = (2 if stop_at is not None else 5) if es else 10
     steps_budget = config.total_steps if total_steps is not None or time_budget is None else None
+    found = _preset_of(env, preset)
     if seeds_in_sequence is None:
-        found = _preset_of(env, preset)
         seeds_in_sequence = found is not None and found.seeds_in_sequence
     loop = LoopConfig(
         total_steps=steps_budget,
@@ -281,7 +281,7 @@ def plan(
             "xla_cpu_options": loop.xla_cpu_options,
             "seeds_in_sequence": loop.seeds_in_sequence,
         },
-        "threshold": _threshold(env, preset, loop.stop_at),
+        "threshold": _threshold(env, found, loop.stop_at),
     }
     if isinstance(trainer, ESTrainer) and config.algo == "eggroll":
         record["ranks"] = trainer.ranks()  # per matrix, as used: rank capped at its smaller side
@@ -406,9 +406,9 @@ def _preset_of(env: str, preset: Optional[PathLike]):
     )
 
 
-def _threshold(env: str, preset: Optional[PathLike], stop_at: Optional[float]) -> Optional[float]:
-    """The preset's solved return (the curve's dashed line and the report), else ``stop_at``."""
-    found = _preset_of(env, preset)
+def _threshold(env: str, found, stop_at: Optional[float]) -> Optional[float]:
+    """The solved return of ``found`` (the run's preset, or None): the curve's dashed line and
+    the report; else the Gymnasium env spec's, else ``stop_at``."""
     if found is not None and found.threshold is not None:
         return found.threshold
     if is_gymnasium_target(env):

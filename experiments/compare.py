@@ -40,7 +40,7 @@ from typing import Callable, Optional, Sequence
 
 from eggroll_rl.experiments import preset_files, results
 
-ALGOS = ("eggroll", "openes", "ppo")
+ALGOS = results.ALGOS
 PAPER_ENVS = (
     "gymnax/CartPole-v1",
     "gymnax/Pendulum-v1",

@@ -182,9 +182,6 @@ def beats_random(finals: list[float], random_return: Optional[float]) -> bool:
     return mean - random_return > max(2 * se, 0.05 * max(abs(mean), abs(random_return)), 1e-8)
 
 
-ALGOS = ("eggroll", "openes", "ppo")
-
-
 @dataclasses.dataclass
 class Overview:
     """All envs of a comparison at once: ``table`` (markdown lines, one row per env),
@@ -216,11 +213,11 @@ def overview(rows: list[dict], meta: dict) -> Overview:
         if not pairs:
             continue
         finals = {algo: final_returns(r) for algo, r in pairs.items()}
-        missing = [a for a in ALGOS if a not in finals]
+        missing = [a for a in results.ALGOS if a not in finals]
         if missing:
             out.pending[env_id] = missing
         cells = []
-        for algo in ALGOS:
+        for algo in results.ALGOS:
             if algo in finals:
                 mean, se = results.mean_se(finals[algo])
                 cells.append(f"{mean:.4g} ± {se:.2g}")
@@ -238,7 +235,9 @@ def overview(rows: list[dict], meta: dict) -> Overview:
             beats_random(f, info["random_return"]) for f in finals.values()
         ):
             out.unlearned.append(env_id)
-        speeds = " / ".join(f"{_speed(pairs[a]):,.0f}" if a in pairs else "-" for a in ALGOS)
+        speeds = " / ".join(
+            f"{_speed(pairs[a]):,.0f}" if a in pairs else "-" for a in results.ALGOS
+        )
         out.table.append(
             f"| {env_id} | {info.get('total_steps', 0):,} | {' | '.join(cells)} | {compared} "
             f"| {norm} | {speeds} |"

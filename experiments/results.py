@@ -15,6 +15,7 @@ import pathlib
 from typing import Iterable
 
 COLUMNS = ("env", "algo", "seed", "iteration", "env_steps", "wall_s", "eval_return")
+ALGOS = ("eggroll", "openes", "ppo")  # the algo column's values, in the order tables list them
 _TYPES = {"seed": int, "iteration": int, "env_steps": int, "wall_s": float, "eval_return": float}
 
 
