@@ -82,6 +82,11 @@ class PPOConfig:
     """LayerNorm after each hidden layer."""
     devices: int = 0
     """Devices to split the environments over, data-parallel (0: all devices of all processes)."""
+    deterministic_eval: bool = False
+    """Evaluate the actor's mode (argmax / Gaussian mean) instead of sampling from the policy it
+    trains. Off by default, as PureJaxRL and CleanRL report PPO: on sparse discrete tasks the
+    mode of a still-stochastic policy can score far below the policy itself (e.g. never reach
+    a goal it reaches by sampling)."""
 
     def validate(self) -> None:
         checks.count("ppo", "devices", self.devices, minimum=0)
@@ -299,6 +304,13 @@ class PPO:
         if self._own_log_std:
             log_std = params["log_std"]
         return _Pi(head, log_std), value
+
+    def _apply_with_own_log_std(self, params, obs: jax.Array):
+        """``(mean, log_std, value)`` of a user model that returns ``(mean, value)``, with
+        ``params = (module variables, PPO's own log-std)``: the model's outputs for sampling."""
+        variables, log_std = params
+        head, value = self.model.apply_fn(variables, obs)
+        return head, log_std, value
 
     def _sample(self, pi: _Pi, key: jax.Array, num: int):
         """``(raw, action)`` for ``num`` observations, as ``distributions.sample`` gives."""
@@ -560,7 +572,7 @@ class PPO:
     def policy(self, state: PPOState):
         """What is deployed: the actor's params and the observation statistics. With a user
         ``model``: the whole module's state as a pure dict (``UserNetwork.state_dict``; PPO's
-        own log-std, if any, is not part of it: deployed actions are deterministic)."""
+        own log-std, if any, is not part of it)."""
         if self.model is not None:
             variables = self.model.with_trainable(state.params["model"])
             return {"params": self.model.state_dict(variables), "obs_stats": state.obs_stats}
@@ -575,13 +587,20 @@ class PPO:
         return Policy(self.task.action_size, not self.task.discrete, tuple(c.hidden), c.layer_norm)
 
     def evaluate(self, state: PPOState, key: jax.Array) -> jax.Array:
-        """Mean return of the actor's mode (argmax / Gaussian mean) on fresh episodes."""
+        """Mean return of the actor on ``eval_episodes`` fresh episodes: actions sampled from the
+        policy (with the learned log-std where continuous), or its mode with
+        ``config.deterministic_eval``."""
+        deterministic = self.config.deterministic_eval
         obs_stats = state.obs_stats if self.config.normalize_obs else None
         if self.model is not None:
+            apply_fn, outputs = self.model.apply_fn, self._convention
+            params = self.model.with_trainable(state.params["model"])
+            if self._own_log_std and not deterministic:  # sampling needs PPO's own log-std
+                apply_fn, outputs = self._apply_with_own_log_std, "head_log_std_value"
+                params = (params, state.params["log_std"])
             return evaluate(
-                self.task, self.model.apply_fn, self.model.with_trainable(state.params["model"]),
-                key, self.eval_episodes, deterministic=True, obs_stats=obs_stats,
-                outputs=self._convention,
+                self.task, apply_fn, params, key, self.eval_episodes,
+                deterministic=deterministic, obs_stats=obs_stats, outputs=outputs,
             ).mean_return
         deployed = self.policy(state)
         return evaluate(
@@ -590,7 +609,7 @@ class PPO:
             deployed["params"],
             key,
             self.eval_episodes,
-            deterministic=True,
+            deterministic=deterministic,
             obs_stats=obs_stats,
         ).mean_return
 

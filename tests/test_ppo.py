@@ -1,11 +1,12 @@
-"""PPO: advantages against a plain-loop reference, distributions against closed forms, and a
-real run that solves CartPole with the defaults."""
+"""PPO: advantages against a plain-loop reference, distributions and evaluation against closed
+forms, and a real run that solves CartPole with the defaults."""
 
 import math
 
 import gymnasium
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import numpy as np
 import pytest
 
@@ -13,6 +14,7 @@ from eggroll_rl import envs
 from eggroll_rl.agents import distributions
 from eggroll_rl.agents.loop import LoopConfig, run
 from eggroll_rl.agents.ppo import PPO, PPOConfig, Transition
+from eggroll_rl.envs.task import Task
 
 
 def _reference_gae(reward, value, terminated, truncated, final_value, last_value, gamma, lam):
@@ -108,3 +110,78 @@ def test_ppo_defaults_solve_cartpole():
     assert np.mean(result.final()) >= 400, result.final()
     # training returns are tracked across updates, not only inside one rollout window
     assert max(row["train_return"] for row in result.rows) >= 400
+
+
+def _one_step_task(action_space, reward_of) -> Task:
+    """Every episode is one step from the observation (0,): reward ``reward_of(action)``."""
+
+    def reset(key):
+        return jnp.zeros((1,), jnp.float32), jnp.zeros((), jnp.int32)
+
+    def step(key, state, action):
+        obs, fresh = reset(key)
+        done = jnp.ones((), bool)
+        return obs, fresh, reward_of(action), done, ~done, {"final_obs": obs}
+
+    return Task(env_id="test/OneStep-v0", reset=reset, step=step,
+                observation_space=gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32),
+                action_space=action_space, max_episode_steps=1)
+
+
+def _constant_head(params, bias):
+    """``params`` with every kernel zeroed and the biases of width ``len(bias)`` set to
+    ``bias``: a policy whose head is ``bias`` whatever it observes."""
+    def set_leaf(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if name.endswith("['kernel']"):
+            return jnp.zeros_like(leaf)
+        if name.endswith("['bias']") and leaf.shape == (len(bias),):
+            return jnp.asarray(bias, leaf.dtype)
+        return leaf
+    return jax.tree_util.tree_map_with_path(set_leaf, params)
+
+
+EPISODES = 4000  # standard error of a success rate p: sqrt(p (1 - p) / 4000) <= 0.008
+
+
+def _eval_pair(task, make_ppo, set_params):
+    """(mode return, sampled return) of the same state."""
+    returns = []
+    for deterministic in (True, False):
+        ppo = make_ppo(PPOConfig(deterministic_eval=deterministic, num_envs=4))
+        state = ppo.init(jax.random.key(0))
+        state = state.replace(params=set_params(state.params))
+        returns.append(float(jax.jit(ppo.evaluate)(state, jax.random.key(1))))
+    return returns
+
+
+def test_evaluation_samples_the_trained_policy_unless_asked_for_its_mode():
+    """Against closed forms: logits log(0.7, 0.3) with reward 1 for action 0 return 1 by
+    argmax and 0.7 by sampling; a Gaussian of mean 0 and std 1 with reward 1 above 0.5 returns
+    0 by its mean and P(N(0, 1) > 0.5) = 0.3085 by sampling."""
+    bandit = _one_step_task(gymnasium.spaces.Discrete(2), lambda a: (a == 0).astype(jnp.float32))
+    mode, sampled = _eval_pair(
+        bandit, lambda c: PPO(bandit, c, eval_episodes=EPISODES),
+        lambda p: _constant_head(p, np.log([0.7, 0.3])),
+    )
+    assert mode == 1.0 and abs(sampled - 0.7) < 0.04, (mode, sampled)
+
+    above = 0.5 * math.erfc(0.5 / math.sqrt(2))
+    box = gymnasium.spaces.Box(-3.0, 3.0, (1,), np.float32)
+    gauss = _one_step_task(box, lambda a: (a[0] > 0.5).astype(jnp.float32))
+    mode, sampled = _eval_pair(
+        gauss, lambda c: PPO(gauss, c, eval_episodes=EPISODES), lambda p: _constant_head(p, [0.0])
+    )
+    assert mode == 0.0 and abs(sampled - above) < 0.04, (mode, sampled)
+
+    # a user model returning (mean, value) samples with the log-std PPO learns for it (0: std 1)
+    class MeanValue(nn.Module):
+        @nn.compact
+        def __call__(self, obs):
+            return nn.Dense(1)(obs), nn.Dense(1)(obs)[..., 0]
+
+    mode, sampled = _eval_pair(
+        gauss, lambda c: PPO(gauss, c, eval_episodes=EPISODES, model=MeanValue()),
+        lambda p: _constant_head(p, [0.0]),
+    )
+    assert mode == 0.0 and abs(sampled - above) < 0.04, (mode, sampled)
